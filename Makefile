@@ -1,0 +1,37 @@
+# ReelForge — the two commands the README gives are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV := .local-stack/env.sh
+PYTEST_ARGS ?=
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+stack:  ## install what is missing and start the local stack (Slurm, sshd, moto, Airflow home)
+	bash scripts/local-stack up
+
+status:  ## show the local stack
+	bash scripts/local-stack status
+
+down:  ## stop the local stack
+	bash scripts/local-stack down
+
+demo: stack  ## run the super-resolution DAG end to end on a sample clip (CLIP=path to choose one)
+	source $(ENV) && $(PY) scripts/demo.py $(if $(CLIP),--clip "$(CLIP)")
+
+lint: stack  ## ruff
+	$(VENV)/bin/ruff check .
+
+test: stack  ## lint + the whole test suite on the local stack (what CI runs)
+	$(VENV)/bin/ruff check .
+	source $(ENV) && $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: stack  ## benchmarks (print figures and ratios; not tests)
+	source $(ENV) && $(PY) bench/dag_parse.py && $(PY) bench/sr_throughput.py
+
+airflow: stack  ## Airflow UI on http://127.0.0.1:8080 (airflow standalone)
+	bash scripts/local-stack airflow
+
+.PHONY: help stack status down demo lint test bench airflow

@@ -1,0 +1,214 @@
+"""
+### Video super-resolution (ReelForge's main job)
+
+**Owner:** media-platform · **Trigger:** an upload under the ingest prefix (S3 → SQS notification →
+asset watcher), the `video_sr_ingest_poller` DAG where notifications are not set up, or the form
+below. **Runs on:** the Slurm cluster behind the `slurm_ssh` connection (ParallelCluster in
+production); Airflow only launches and watches the work.
+
+| step | where | what |
+|---|---|---|
+| `prepare` | Airflow | find the source, pin its version, validate it, derive the job id, claim it |
+| `plan_segments` | Slurm, CPU partition | fetch from S3 to shared storage, probe, cut into segments (`plan.json`) |
+| `read_plan` | Airflow | size the array from `plan.json` |
+| `upscale_segments` | Slurm array, GPU partition | one task per segment: decode → model → encode |
+| `assemble_and_deliver` | Slurm, CPU partition | concat, mux original audio/subtitles/chapters, quality, upload |
+| `publish` / `notify_success` | Airflow | verify the delivered objects, SNS success with links |
+
+**Inputs:** `s3://<ingest bucket>/<ingest prefix>…` (any video container). **Outputs:**
+`s3://<output bucket>/<output prefix><name>/<job id>/`: the upscaled video, `report.json`
+(frame counts, durations, PSNR/SSIM) and `previews/` (side-by-side crops).
+
+**Idempotent:** the job id hashes the object version and the settings; a duplicate notification
+finds the first run's claim and skips, a delivered job is not redone, and a retried or cleared run
+reuses the segments already encoded on shared storage. A retry of `upscale_segments` resubmits only
+the failed array indices.
+
+**Rerun:** clear the failed task (or the run) in the UI. To redo a delivered job, trigger with the
+same source and *force* on. Failures and late runs are reported on the SR SNS topic.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetWatcher,
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    task,
+)
+
+from reelforge.operators.slurm import SlurmJobOperator
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, SR_TOPIC_ARN_DEFAULT, sr_ingest_queue_url
+
+TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
+INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
+
+
+def _ingest_schedule() -> list[Asset] | None:
+    """Event-driven when the ingest queue is configured; otherwise manual / poller-triggered."""
+    queue_url = sr_ingest_queue_url()
+    if not queue_url:
+        return None
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+    trigger = MessageQueueTrigger(
+        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=2
+    )
+    return [Asset("reelforge-sr-ingest", watchers=[AssetWatcher(name="sr_ingest_queue", trigger=trigger)])]
+
+
+default_args = {
+    "owner": "media-platform",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=15),
+    "on_failure_callback": SnsNotifier(
+        aws_conn_id=AWS_CONN_ID,
+        target_arn=TOPIC_ARN,
+        subject="ReelForge SR failed: {{ dag_run.run_id[:60] }}",
+        message=(
+            '{"event": "sr_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
+            '"task_id": "{{ ti.task_id }}", "try_number": {{ ti.try_number }}, '
+            '"reason": {{ (exception | string) | tojson }}}'
+        ),
+        message_attributes={"event": "sr_failed"},
+    ),
+}
+
+with DAG(
+    dag_id="video_super_resolution",
+    description="Upscale a legacy SD video 2-4x on the Slurm cluster and deliver it to S3.",
+    doc_md=__doc__,
+    schedule=_ingest_schedule(),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=16,
+    tags=["reelforge", "super-resolution", "slurm"],
+    default_args=default_args,
+    template_searchpath=[INCLUDE_DIR],
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=6),
+        callback=AsyncCallback(
+            "reelforge.notifiers.deadline.notify_deadline_missed",
+            kwargs={"target_arn": SR_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "sr"},
+        ),
+    ),
+    params={
+        "source_uri": Param(
+            "",
+            type="string",
+            title="Source video",
+            description="s3://bucket/key of the video to upscale. Leave empty for runs started by an upload.",
+        ),
+        "model": Param(
+            "auto",
+            enum=["auto", "anime", "live-action"],
+            title="Model",
+            description="auto picks anime (realesr-animevideov3) or live action (realesr-general-x4v3) "
+            "from sampled frames.",
+        ),
+        "scale": Param(4, enum=[2, 3, 4], title="Scale", description="Output size = input size × scale."),
+        "container": Param("mp4", enum=["mp4", "mkv"], title="Container", description="Output container."),
+        "codec": Param("libx264", enum=["libx264", "libx265"], title="Codec", description="Video encoder."),
+        "crf": Param(18, type="integer", minimum=0, maximum=51, title="CRF",
+                     description="Constant rate factor: lower is better quality and bigger files."),
+        "ten_bit": Param("auto", enum=["auto", "on", "off"], title="10-bit output",
+                         description="auto keeps the source's bit depth (10-bit in → 10-bit out)."),
+        "deinterlace": Param("auto", enum=["auto", "on", "off"], title="Deinterlace",
+                             description="auto deinterlaces (bwdif) sources flagged as interlaced."),
+        "sar": Param("square", enum=["square", "keep"], title="Pixel aspect",
+                     description="square resamples anamorphic video to square pixels; keep carries the SAR."),
+        "segment_seconds": Param(10, type="integer", minimum=1, maximum=600, title="Segment length (s)",
+                                 description="Target seconds per Slurm array task (cut at keyframes)."),
+        "preview_seconds": Param(0, type="integer", minimum=0, title="Preview only (s)",
+                                 description="Process only the first N seconds to check the look. 0 = all."),
+        "priority": Param("normal", enum=["high", "normal", "low"], title="Priority",
+                          description="Slurm scheduling priority (nice) of this run's jobs."),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Redo a job even if the same source and settings were delivered."),
+    },
+) as dag:
+
+    @task(multiple_outputs=True)
+    def prepare(params: dict, run_id: str, triggering_asset_events=None) -> dict:
+        """Resolve, validate and claim the source; skip duplicates and delivered jobs."""
+        from reelforge.sr.prepare import prepare_run
+
+        return prepare_run(params=params, run_id=run_id, events=triggering_asset_events)
+
+    job = prepare()
+
+    plan_segments = SlurmJobOperator(
+        task_id="plan_segments",
+        ssh_conn_id=SLURM_CONN_ID,
+        script="slurm/sr/01-plan.sbatch",
+        workdir=job["workdir"],
+        env=job["env"],
+        partition=job["cpu_partition"],
+        extra_args=job["slurm_args"],
+    )
+
+    @task(multiple_outputs=True)
+    def read_plan(workdir: str) -> dict:
+        """Read plan.json from shared storage to size the array."""
+        from reelforge.sr.prepare import read_plan_summary
+
+        return read_plan_summary(workdir)
+
+    plan = read_plan(job["workdir"])
+
+    upscale_segments = SlurmJobOperator(
+        task_id="upscale_segments",
+        ssh_conn_id=SLURM_CONN_ID,
+        script="slurm/sr/02-upscale.sbatch",
+        workdir=job["workdir"],
+        env=job["env"],
+        array=plan["array"],
+        array_throttle=job["array_throttle"],
+        partition=job["gpu_partition"],
+        gres=job["gpu_gres"],
+        extra_args=job["slurm_args"],
+    )
+
+    assemble_and_deliver = SlurmJobOperator(
+        task_id="assemble_and_deliver",
+        ssh_conn_id=SLURM_CONN_ID,
+        script="slurm/sr/03-assemble.sbatch",
+        workdir=job["workdir"],
+        env=job["env"],
+        partition=job["cpu_partition"],
+        extra_args=job["slurm_args"],
+    )
+
+    @task(multiple_outputs=True)
+    def publish(spec: dict) -> dict:
+        """Check every delivered object in S3 and compose the success message."""
+        from reelforge.sr.prepare import publish_delivery
+
+        return publish_delivery(spec)
+
+    published = publish(job["job"])
+
+    notify_success = SnsPublishOperator(
+        task_id="notify_success",
+        aws_conn_id=AWS_CONN_ID,
+        target_arn=TOPIC_ARN,
+        subject="ReelForge SR done: {{ dag_run.run_id[:60] }}",
+        message=published["message"],
+        message_attributes={"event": "sr_succeeded"},
+    )
+
+    plan_segments >> plan
+    upscale_segments >> assemble_and_deliver >> published >> notify_success

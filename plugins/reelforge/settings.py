@@ -1,0 +1,78 @@
+"""The one place that turns Airflow Variables, connection ids and env into typed settings.
+
+Variables are named ``reelforge_<workflow>_<setting>`` (``reelforge_<setting>`` when shared). Read
+them inside tasks, never at DAG parse time: :func:`sr_settings` calls ``Variable.get``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+AWS_CONN_ID = os.environ.get("REELFORGE_AWS_CONN_ID", "aws_default")
+SLURM_CONN_ID = os.environ.get("REELFORGE_SLURM_CONN_ID", "slurm_ssh")
+HYPERPOD_CONN_ID = os.environ.get("REELFORGE_HYPERPOD_CONN_ID", "hyperpod_ssh")
+
+#: The local stack's topic (moto's account id); production sets ``reelforge_sr_topic_arn``.
+SR_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-sr-notifications"
+
+
+def sr_ingest_queue_url() -> str | None:
+    """SQS queue that receives the ingest bucket's S3 notifications (env: read at parse time, no DB)."""
+    return os.environ.get("REELFORGE_SR_INGEST_QUEUE_URL") or None
+
+
+#: Tags a DAG may carry (the integrity test holds every DAG to this list).
+DAG_TAGS = frozenset(
+    {"reelforge", "slurm", "super-resolution", "stylegan2", "avatar", "animate-anyone", "maintenance",
+     "backfill"}
+)
+
+
+def setting(key: str, default: str) -> str:
+    """One Variable as a string, its default when unset or empty."""
+    from airflow.sdk import Variable
+
+    value = Variable.get(key, default=default)
+    return default if value in (None, "") else str(value)
+
+
+@dataclass(frozen=True)
+class SRSettings:
+    """Deployment settings of the super-resolution workflow."""
+
+    ingest_bucket: str
+    ingest_prefix: str
+    output_bucket: str
+    output_prefix: str
+    topic_arn: str
+    cluster_work_root: str
+    worker_venv: str
+    model_dir: str
+    container_image: str
+    cpu_partition: str
+    gpu_partition: str
+    gpu_gres: str
+    array_throttle: int
+    max_source_bytes: int
+
+
+
+def sr_settings() -> SRSettings:
+    """Read the SR settings (Variables, else defaults that match the local stack)."""
+    return SRSettings(
+        ingest_bucket=setting("reelforge_sr_ingest_bucket", "reelforge-ingest"),
+        ingest_prefix=setting("reelforge_sr_ingest_prefix", "sr/incoming/"),
+        output_bucket=setting("reelforge_sr_output_bucket", "reelforge-output"),
+        output_prefix=setting("reelforge_sr_output_prefix", "sr/"),
+        topic_arn=setting("reelforge_sr_topic_arn", SR_TOPIC_ARN_DEFAULT),
+        cluster_work_root=setting("reelforge_cluster_work_root", "/fsx/reelforge"),
+        worker_venv=setting("reelforge_sr_worker_venv", "/opt/reelforge/worker-venv"),
+        model_dir=setting("reelforge_model_dir", "/fsx/models"),
+        container_image=setting("reelforge_sr_container_image", ""),
+        cpu_partition=setting("reelforge_sr_cpu_partition", "cpu"),
+        gpu_partition=setting("reelforge_sr_gpu_partition", "gpu"),
+        gpu_gres=setting("reelforge_sr_gpu_gres", ""),
+        array_throttle=int(setting("reelforge_sr_array_throttle", "8")),
+        max_source_bytes=int(setting("reelforge_sr_max_source_bytes", str(50 * 1024**3))),
+    )

@@ -1,0 +1,95 @@
+"""Task bodies of the SR DAG that run in Airflow (light: S3 metadata, small JSON files over SFTP)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, sr_settings
+from reelforge.sr.claims import ClaimOutcome, claim_job
+from reelforge.sr.delivery import success_message, verify_delivery
+from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, worker_env
+from reelforge.sr.source import head_source, resolve_source
+from reelforge.storage import InvalidSourceError
+
+log = logging.getLogger(__name__)
+
+
+def _s3_client() -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
+def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str, Any]:
+    """Resolve → validate → job spec → claim. Bad input fails at once (no retry, no cluster time)."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    settings = sr_settings()
+    try:
+        source = resolve_source(params.get("source_uri"), events)
+        if source is None:
+            raise AirflowSkipException("the notification names no object (e.g. s3:TestEvent): nothing to do")
+        s3 = _s3_client()
+        source = head_source(s3, source, settings.max_source_bytes)
+        job = build_job(source, params, settings)
+    except (InvalidSourceError, InvalidSettingsError) as err:
+        raise AirflowFailException(f"invalid input: {err}") from err
+
+    outcome, holder = claim_job(
+        s3,
+        bucket=settings.output_bucket,
+        output_prefix=job["output_prefix"],
+        claims_prefix=f"{settings.output_prefix.rstrip('/')}/_claims/",
+        jid=job["job_id"],
+        run_id=run_id,
+        source_uri=source.uri,
+        force=bool(params.get("force")),
+    )
+    if outcome is ClaimOutcome.DONE:
+        raise AirflowSkipException(f"job {job['job_id']} was already delivered to {job['output_uri']}")
+    if outcome is ClaimOutcome.DUPLICATE:
+        raise AirflowSkipException(f"job {job['job_id']} ({source.uri}) is already handled by run {holder}")
+    log.info("job %s: %s → %s (workdir %s)", job["job_id"], source.uri, job["output_uri"], job["workdir"])
+    return {
+        "job": job,
+        "job_id": job["job_id"],
+        "workdir": job["workdir"],
+        "env": worker_env(job, settings),
+        "cpu_partition": settings.cpu_partition,
+        "gpu_partition": settings.gpu_partition,
+        "gpu_gres": settings.gpu_gres or None,
+        "array_throttle": settings.array_throttle,
+        "slurm_args": [f"--nice={job['nice']}"],
+    }
+
+
+def _read_remote_json(path: str) -> dict[str, Any]:
+    from reelforge.hooks.slurm import SlurmHook
+
+    return json.loads(SlurmHook(ssh_conn_id=SLURM_CONN_ID).read_text(path))
+
+
+def read_plan_summary(workdir: str) -> dict[str, Any]:
+    """What the DAG needs from plan.json: the array spec and a few facts for the log."""
+    plan = _read_remote_json(f"{workdir}/plan.json")
+    summary = {
+        "array": array_spec(plan),
+        "segments": len(plan["segments"]),
+        "total_frames": plan.get("total_frames"),
+        "model": plan.get("model"),
+        "duration_s": (plan.get("probe") or {}).get("duration"),
+    }
+    log.info("plan: %s", summary)
+    return summary
+
+
+def publish_delivery(job: dict[str, Any]) -> dict[str, Any]:
+    """Verify the delivered objects against S3 and build the success message."""
+    delivery = _read_remote_json(f"{job['workdir']}/delivery.json")
+    report = _read_remote_json(f"{job['workdir']}/report.json")
+    objects = verify_delivery(_s3_client(), delivery)
+    for obj in objects:
+        log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])
+    return {"objects": objects, "message": success_message(job, objects, report), "output_uri": job["output_uri"]}

@@ -1,0 +1,107 @@
+"""Where things live: deterministic job ids, S3 key layout and safe names derived from user keys.
+
+Nothing here talks to AWS: these are pure functions, so every component derives the same names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote_plus
+
+MAX_KEY_BYTES = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+VIDEO_EXTENSIONS = frozenset(
+    {"mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "m2ts", "mts", "vob", "mxf", "wmv",
+     "flv", "3gp", "ogv", "dv", "y4m"}
+)
+
+
+class InvalidSourceError(ValueError):
+    """The source named by a trigger or a user cannot be processed; retrying will not help."""
+
+
+@dataclass(frozen=True)
+class S3Object:
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_s3_uri(uri: str) -> S3Object:
+    """``s3://bucket/key`` → :class:`S3Object`; the key is kept verbatim (it may hold any character)."""
+    if not uri.startswith("s3://"):
+        raise InvalidSourceError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise InvalidSourceError(f"invalid bucket name in {uri!r}")
+    validate_key(key)
+    return S3Object(bucket=bucket, key=key)
+
+
+def key_from_event(raw_key: str) -> str:
+    """S3 event notifications URL-encode keys (``/`` too, spaces as ``+``): decode them."""
+    return unquote_plus(raw_key)
+
+
+def validate_key(key: str) -> None:
+    """Refuse keys we will not process: empty, folder markers, control characters, over-long."""
+    if not key or key.endswith("/"):
+        raise InvalidSourceError(f"not an object key: {key!r}")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidSourceError(f"key longer than {MAX_KEY_BYTES} bytes")
+    if _CONTROL.search(key):
+        raise InvalidSourceError(f"key contains control characters (newline, NUL, ...): {key!r}")
+
+
+def source_extension(key: str) -> str:
+    """Lower-case extension of a key if it is a known video container, else raise."""
+    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    if suffix not in VIDEO_EXTENSIONS:
+        raise InvalidSourceError(
+            f"{PurePosixPath(key).name!r} does not have a video file extension "
+            f"({', '.join(sorted(VIDEO_EXTENSIONS))})"
+        )
+    return suffix
+
+
+def safe_stem(key: str, limit: int = 80) -> str:
+    """A file-system and S3 safe name from the key's file name: ASCII, ``[A-Za-z0-9._-]``, bounded."""
+    stem = PurePosixPath(key).stem
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    cleaned = _UNSAFE.sub("_", ascii_stem).strip("._-")[:limit]
+    return cleaned or "video"
+
+
+def job_id(source: S3Object, settings: dict) -> str:
+    """Same object version + same settings ⇒ same id. 16 hex chars (64 bits)."""
+    identity = {
+        "bucket": source.bucket,
+        "key": source.key,
+        "version": source.version_id or source.etag or "",
+        "settings": settings,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()[:16]
+
+
+def sr_output_prefix(output_prefix: str, key: str, jid: str) -> str:
+    """``<output_prefix><key stem>/<job_id>/`` — the delivery location of one SR job."""
+    base = output_prefix if output_prefix.endswith("/") or not output_prefix else output_prefix + "/"
+    return f"{base}{safe_stem(key)}/{jid}/"
+
+
+def sr_workdir(cluster_work_root: str, jid: str) -> str:
+    """The job's directory on the cluster's shared storage (only the job id, never user text)."""
+    return f"{cluster_work_root.rstrip('/')}/sr/{jid}"

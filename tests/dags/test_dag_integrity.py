@@ -1,0 +1,58 @@
+"""Every DAG imports cleanly and carries what operators of this project rely on."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from reelforge.settings import DAG_TAGS
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
+HEAVY_MODULES = {"torch", "diffusers", "transformers", "numpy", "cv2", "reelforge_sr"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_there_are_dags():
+    assert DAG_FILES, "dags/ holds no DAG files"
+
+
+def test_every_dag_file_imports(dagbag):
+    assert not dagbag.import_errors, f"import errors: {dagbag.import_errors}"
+    files_with_dags = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
+    assert files_with_dags == {p.name for p in DAG_FILES}
+
+
+def test_dags_have_owner_retries_tags_and_docs(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and len(dag.doc_md.strip()) > 80, f"{dag_id}: doc_md missing"
+        assert dag.tags, f"{dag_id}: no tags"
+        assert set(dag.tags) <= DAG_TAGS, f"{dag_id}: tags {set(dag.tags) - DAG_TAGS} not in the list"
+        for t in dag.tasks:
+            assert t.owner and t.owner != "airflow", f"{dag_id}.{t.task_id}: owner not set"
+            assert t.retries >= 2, f"{dag_id}.{t.task_id}: retries={t.retries} < 2"
+
+
+def test_params_explain_themselves(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            schema = dag.params.get_param(name).schema
+            assert schema.get("title") and schema.get("description"), f"{dag_id}: param {name} lacks title/description"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_no_heavy_imports_at_top_level(path):
+    tree = ast.parse(path.read_text())
+    top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    for node in top_level:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for name in names:
+            assert name.split(".")[0] not in HEAVY_MODULES, f"{path.name} imports {name} at top level"

@@ -1,0 +1,152 @@
+"""Airflow-side SR logic: source resolution, job ids, claims (moto), key safety."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from reelforge.settings import SRSettings
+from reelforge.sr.claims import ClaimOutcome, claim_job
+from reelforge.sr.delivery import DeliveryError, verify_delivery
+from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, result_settings, worker_env
+from reelforge.sr.source import head_source, resolve_source, sources_from_asset_events
+from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
+
+PARAMS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18, "ten_bit": "auto",
+          "deinterlace": "auto", "sar": "square", "segment_seconds": 10, "preview_seconds": 0,
+          "priority": "normal"}
+SETTINGS = SRSettings(
+    ingest_bucket="ingest", ingest_prefix="sr/incoming/", output_bucket="output", output_prefix="sr/",
+    topic_arn="arn:aws:sns:us-east-1:123456789012:t", cluster_work_root="/fsx/reelforge",
+    worker_venv="/opt/venv", model_dir="/fsx/models", container_image="", cpu_partition="cpu",
+    gpu_partition="gpu", gpu_gres="", array_throttle=4, max_source_bytes=10_000,
+)
+
+
+def s3_event(key: str, *, version: str = "v1", name: str = "ObjectCreated:Put") -> dict:
+    return {"Records": [{"eventName": name, "s3": {"bucket": {"name": "ingest"},
+                                                   "object": {"key": key, "versionId": version,
+                                                              "eTag": "abc", "size": 10}}}]}
+
+
+def asset_events(*bodies: object) -> dict:
+    batch = [{"Body": b if isinstance(b, str) else json.dumps(b)} for b in bodies]
+    event = SimpleNamespace(extra={"from_trigger": True, "payload": {"status": "success", "message_batch": batch}})
+    return {"asset": [event]}
+
+
+def test_event_keys_are_url_decoded():
+    (src,) = sources_from_asset_events(asset_events(s3_event("sr/incoming/My+Film%3B+%24%28rm%29.mp4")))
+    assert src.key == "sr/incoming/My Film; $(rm).mp4"
+    assert (src.bucket, src.version_id, src.etag) == ("ingest", "v1", "abc")
+
+
+def test_sns_wrapped_events_and_test_events():
+    wrapped = {"Type": "Notification", "Message": json.dumps(s3_event("a/b%2Fc.mkv"))}
+    assert [s.key for s in sources_from_asset_events(asset_events(wrapped))] == ["a/b/c.mkv"]
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "ingest"}
+    assert resolve_source(None, asset_events(test_event)) is None
+    assert resolve_source(None, asset_events("not json")) is None
+    removed = s3_event("x.mp4", name="ObjectRemoved:Delete")
+    assert sources_from_asset_events(asset_events(removed)) == []
+
+
+def test_form_uri_wins_and_bad_keys_are_refused():
+    assert resolve_source("s3://ingest/v.mp4", asset_events(s3_event("other.mp4"))).key == "v.mp4"
+    long_key = "s3://ingest/" + "x" * 1100
+    bad_uris = ("s3://ingest/", "http://in/v.mp4", "s3://IN_/v.mp4", "s3://ingest/a\nb.mp4", long_key)
+    for bad in bad_uris:
+        with pytest.raises(InvalidSourceError):
+            parse_s3_uri(bad)
+
+
+def test_job_id_is_deterministic_and_follows_version_and_settings():
+    src = S3Object("ingest", "k.mp4", version_id="v1")
+    base = result_settings(PARAMS)
+    assert job_id(src, base) == job_id(S3Object("ingest", "k.mp4", version_id="v1"), dict(base))
+    assert job_id(src, base) != job_id(S3Object("ingest", "k.mp4", version_id="v2"), base)
+    assert job_id(src, base) != job_id(src, {**base, "scale": 2})
+    # priority does not change the result, so not the id
+    high = build_job(src, {**PARAMS, "priority": "high"}, SETTINGS)
+    assert high["job_id"] == build_job(src, PARAMS, SETTINGS)["job_id"]
+
+
+def test_invalid_settings_and_extensions():
+    with pytest.raises(InvalidSettingsError):
+        result_settings({**PARAMS, "scale": 5})
+    with pytest.raises(InvalidSettingsError):
+        result_settings({**PARAMS, "crf": 99})
+    with pytest.raises(InvalidSourceError):
+        build_job(S3Object("ingest", "notes.txt", version_id="v"), PARAMS, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "key", ["../../etc/passwd.mp4", "a/$(touch x);`id`.mp4", "ünïcødé 映画.mkv", "'quote\".webm", "-rf.mp4"]
+)
+def test_derived_names_never_carry_user_text_into_paths(key):
+    job = build_job(S3Object("ingest", key, version_id="v"), PARAMS, SETTINGS)
+    assert job["workdir"] == f"/fsx/reelforge/sr/{job['job_id']}"
+    stem = safe_stem(key)
+    assert set(stem) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    assert not stem.startswith(("-", ".")) and ".." not in stem.split("/")
+    assert job["output_prefix"] == sr_output_prefix("sr/", key, job["job_id"])
+    assert job["output_prefix"].startswith("sr/") and "/../" not in job["output_prefix"]
+    env = worker_env(job, SETTINGS)
+    assert env["SOURCE_URI"] == f"s3://ingest/{key}" and env["WORKDIR"] == job["workdir"]
+
+
+def test_array_spec():
+    assert array_spec({"segments": [{}] * 5}) == "0-4"
+    assert array_spec({"segments": [{}]}) == "0"
+    with pytest.raises(ValueError):
+        array_spec({"segments": []})
+
+
+@mock_aws
+def test_claims_dedupe_runs_and_skip_delivered_jobs():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="output")
+    kw = {"bucket": "output", "output_prefix": "sr/f/j1/", "claims_prefix": "sr/_claims/", "jid": "j1",
+          "source_uri": "s3://ingest/f.mp4"}
+    assert claim_job(s3, run_id="run-a", **kw) == (ClaimOutcome.CLAIMED, "run-a")
+    assert claim_job(s3, run_id="run-a", **kw) == (ClaimOutcome.CLAIMED, "run-a")  # retry of the same run
+    assert claim_job(s3, run_id="run-b", **kw) == (ClaimOutcome.DUPLICATE, "run-a")
+    assert claim_job(s3, run_id="run-c", force=True, **kw) == (ClaimOutcome.CLAIMED, "run-c")
+    s3.put_object(Bucket="output", Key="sr/f/j1/report.json", Body=b"{}")
+    assert claim_job(s3, run_id="run-d", **kw)[0] is ClaimOutcome.DONE
+
+
+@mock_aws
+def test_head_source_pins_version_and_refuses_empty_or_huge_or_missing():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="ingest")
+    s3.put_bucket_versioning(Bucket="ingest", VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket="ingest", Key="v.mp4", Body=b"x" * 100)["VersionId"]
+    s3.put_object(Bucket="ingest", Key="v.mp4", Body=b"y" * 200)
+    pinned = head_source(s3, S3Object("ingest", "v.mp4", version_id=v1), 10_000)
+    assert (pinned.version_id, pinned.size) == (v1, 100)
+    assert head_source(s3, S3Object("ingest", "v.mp4"), 10_000).size == 200
+    s3.put_object(Bucket="ingest", Key="empty.mp4", Body=b"")
+    with pytest.raises(InvalidSourceError, match="empty"):
+        head_source(s3, S3Object("ingest", "empty.mp4"), 10_000)
+    with pytest.raises(InvalidSourceError, match="over the limit"):
+        head_source(s3, S3Object("ingest", "v.mp4"), 150)
+    with pytest.raises(InvalidSourceError, match="does not exist"):
+        head_source(s3, S3Object("ingest", "missing.mp4"), 10_000)
+
+
+@mock_aws
+def test_verify_delivery_checks_sizes():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="output")
+    s3.put_object(Bucket="output", Key="p/v.mp4", Body=b"x" * 10)
+    good = {"objects": [{"bucket": "output", "key": "p/v.mp4", "size": 10, "role": "video"}]}
+    assert verify_delivery(s3, good)[0]["uri"] == "s3://output/p/v.mp4"
+    with pytest.raises(DeliveryError):
+        verify_delivery(s3, {"objects": [{"bucket": "output", "key": "p/v.mp4", "size": 11}]})
+    with pytest.raises(DeliveryError):
+        verify_delivery(s3, {"objects": []})
