@@ -18,15 +18,13 @@ deterministic run id, at most `max_active_tis_per_dag` at once so the cluster qu
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from reelforge.settings import AWS_CONN_ID, SR_TOPIC_ARN_DEFAULT
+from reelforge.settings import AWS_CONN_ID, SR_TOPIC_ARN_DEFAULT, retry_delay
 
 TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
 MAX_PARALLEL_VIDEOS = 4
@@ -43,7 +41,7 @@ with DAG(
     default_args={
         "owner": "media-platform",
         "retries": 2,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": retry_delay(60),
         "retry_exponential_backoff": True,
         "on_failure_callback": SnsNotifier(
             aws_conn_id=AWS_CONN_ID,

@@ -48,7 +48,13 @@ from airflow.sdk import (
 )
 
 from reelforge.operators.slurm import SlurmJobOperator
-from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, SR_TOPIC_ARN_DEFAULT, sr_ingest_queue_url
+from reelforge.settings import (
+    AWS_CONN_ID,
+    SLURM_CONN_ID,
+    SR_TOPIC_ARN_DEFAULT,
+    retry_delay,
+    sr_ingest_queue_url,
+)
 
 TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
@@ -70,7 +76,7 @@ def _ingest_schedule() -> list[Asset] | None:
 default_args = {
     "owner": "media-platform",
     "retries": 3,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": retry_delay(30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=15),
     "on_failure_callback": SnsNotifier(

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 AWS_CONN_ID = os.environ.get("REELFORGE_AWS_CONN_ID", "aws_default")
 SLURM_CONN_ID = os.environ.get("REELFORGE_SLURM_CONN_ID", "slurm_ssh")
 HYPERPOD_CONN_ID = os.environ.get("REELFORGE_HYPERPOD_CONN_ID", "hyperpod_ssh")
+
+def retry_delay(default_seconds: int) -> timedelta:
+    """First retry delay of a workflow's tasks; ``REELFORGE_RETRY_DELAY_SECONDS`` overrides it (tests)."""
+    return timedelta(seconds=int(os.environ.get("REELFORGE_RETRY_DELAY_SECONDS", default_seconds)))
+
 
 #: The local stack's topic (moto's account id); production sets ``reelforge_sr_topic_arn``.
 SR_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-sr-notifications"

@@ -85,11 +85,15 @@ def safe_stem(key: str, limit: int = 80) -> str:
 
 
 def job_id(source: S3Object, settings: dict) -> str:
-    """Same object version + same settings ⇒ same id. 16 hex chars (64 bits)."""
+    """Same content + same settings ⇒ same id (16 hex chars, 64 bits).
+
+    Content is the ETag when known (a re-upload of identical bytes is the same job), else the
+    version id. The version id still pins what the cluster fetches.
+    """
     identity = {
         "bucket": source.bucket,
         "key": source.key,
-        "version": source.version_id or source.etag or "",
+        "content": source.etag or source.version_id or "",
         "settings": settings,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())

@@ -11,7 +11,7 @@ from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, worker_env
 from reelforge.sr.source import head_source, resolve_source
-from reelforge.storage import InvalidSourceError
+from reelforge.storage import InvalidSourceError, S3Object
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,14 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
         if source is None:
             raise AirflowSkipException("the notification names no object (e.g. s3:TestEvent): nothing to do")
         s3 = _s3_client()
+        announced = source.version_id
         source = head_source(s3, source, settings.max_source_bytes)
+        if announced and not params.get("source_uri"):
+            latest = head_source(s3, S3Object(source.bucket, source.key), settings.max_source_bytes)
+            if latest.version_id and latest.version_id != announced:
+                raise AirflowSkipException(
+                    f"{source.uri} version {announced} was superseded by {latest.version_id}: the newer upload wins"
+                )
         job = build_job(source, params, settings)
     except (InvalidSourceError, InvalidSettingsError) as err:
         raise AirflowFailException(f"invalid input: {err}") from err

@@ -70,6 +70,10 @@ def test_job_id_is_deterministic_and_follows_version_and_settings():
     assert job_id(src, base) == job_id(S3Object("ingest", "k.mp4", version_id="v1"), dict(base))
     assert job_id(src, base) != job_id(S3Object("ingest", "k.mp4", version_id="v2"), base)
     assert job_id(src, base) != job_id(src, {**base, "scale": 2})
+    # identical bytes uploaded again (new version, same ETag) are the same job
+    same_bytes = job_id(S3Object("ingest", "k.mp4", "v1", etag="e1"), base)
+    assert same_bytes == job_id(S3Object("ingest", "k.mp4", "v2", etag="e1"), base)
+    assert same_bytes != job_id(S3Object("ingest", "k.mp4", "v3", etag="e2"), base)
     # priority does not change the result, so not the id
     high = build_job(src, {**PARAMS, "priority": "high"}, SETTINGS)
     assert high["job_id"] == build_job(src, PARAMS, SETTINGS)["job_id"]

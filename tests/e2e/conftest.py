@@ -1,0 +1,70 @@
+"""End-to-end fixtures: the real local Airflow (scheduler, triggerer, dag-processor, api-server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_local import LocalAirflow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def airflow() -> Iterator[LocalAirflow]:
+    state = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
+    # Short retry delays so that failure paths finish in seconds; the DAG's defaults are for production.
+    os.environ.setdefault("REELFORGE_RETRY_DELAY_SECONDS", "2")
+    instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def aws():
+    """boto3 clients through the Airflow aws_default connection (the local AWS endpoint)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    session = AwsBaseHook(aws_conn_id="aws_default", client_type="s3").get_session()
+    endpoint = os.environ["REELFORGE_AWS_ENDPOINT_URL"]
+
+    class Clients:
+        s3 = session.client("s3", endpoint_url=endpoint)
+        sqs = session.client("sqs", endpoint_url=endpoint)
+        sns = session.client("sns", endpoint_url=endpoint)
+
+    return Clients
+
+
+@pytest.fixture
+def sns_inbox(aws):
+    """An SQS queue subscribed to the SR topic (raw delivery); yields a function that drains it."""
+    name = f"test-inbox-{uuid.uuid4().hex[:8]}"
+    url = aws.sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topics = [t["TopicArn"] for t in aws.sns.list_topics()["Topics"]]
+    topic = next(t for t in topics if t.endswith(":reelforge-sr-notifications"))
+    sub = aws.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
+                            Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
+
+    def drain() -> list[dict]:
+        messages = []
+        while True:
+            got = aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not got:
+                return messages
+            for m in got:
+                messages.append(json.loads(m["Body"]))
+                aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    yield drain
+    aws.sns.unsubscribe(SubscriptionArn=sub)
+    aws.sqs.delete_queue(QueueUrl=url)

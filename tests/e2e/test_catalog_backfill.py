@@ -1,0 +1,70 @@
+"""A 3-day archive processed by `airflow backfill create`, one clip already done and skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from reelforge.sr.catalog import CATALOG_PARAMS
+from reelforge.sr.job import build_job
+from reelforge.storage import S3Object
+from tests.e2e.test_sr_dag import local_settings
+from tests.media_utils import make_clip
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+DAG_ID = "video_catalog_backfill"
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
+def test_backfill_processes_each_day_and_skips_done_videos(airflow, aws, shared_data, tmp_path):
+    airflow.wait_for_dag(DAG_ID)
+    airflow.wait_for_dag("video_super_resolution")
+    airflow.unpause("video_super_resolution")
+    tag = uuid.uuid4().hex[:6]
+    prefix = f"archive-{tag}/"
+    puts = {}
+    for n, day in enumerate(DAYS):
+        clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / f"{day}.mp4",
+                         width=64, height=36, seconds=1.0, tone=300 + 100 * n)
+        key = f"{prefix}{day}/reel {n}.mp4"
+        puts[day] = (key, aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes()))
+    aws.s3.put_object(Bucket="reelforge-ingest", Key=f"{prefix}{DAYS[1]}/notes.txt", Body=b"not a video")
+    # The third day's clip was delivered earlier: its report exists at the deterministic location.
+    key, put = puts[DAYS[2]]
+    done = build_job(S3Object("reelforge-ingest", key, put.get("VersionId"), put["ETag"].strip('"')),
+                     CATALOG_PARAMS, local_settings())
+    aws.s3.put_object(Bucket="reelforge-output", Key=f"{done['output_prefix']}report.json", Body=b"{}")
+
+    airflow.api("POST", "/variables", json={"key": "reelforge_backfill_archive_prefix", "value": prefix})
+    try:
+        result = subprocess.run(
+            ["airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", DAYS[0], "--to-date", DAYS[-1],
+             "--run-backwards"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            runs = [r for r in airflow.runs(DAG_ID) if r["run_type"] == "backfill"]
+            if len(runs) >= 3 and all(r["state"] in {"success", "failed"} for r in runs):
+                break
+            time.sleep(5)
+        runs = {r["logical_date"][:10]: r for r in airflow.runs(DAG_ID) if r["run_type"] == "backfill"}
+        assert set(DAYS) <= set(runs), runs.keys()
+        assert all(runs[d]["state"] == "success" for d in DAYS), {d: runs[d]["state"] for d in DAYS}
+    finally:
+        airflow.api("DELETE", "/variables/reelforge_backfill_archive_prefix")
+
+    reports = {}
+    for day in DAYS:
+        body = aws.s3.get_object(Bucket="reelforge-output", Key=f"sr/_catalog_reports/{day}.json")["Body"].read()
+        reports[day] = json.loads(body)["counts"]
+    assert reports[DAYS[0]] == {"done": 1, "skipped": 0, "failed": 0}
+    assert reports[DAYS[1]] == {"done": 1, "skipped": 0, "failed": 0}  # notes.txt is not a video
+    assert reports[DAYS[2]] == {"done": 0, "skipped": 1, "failed": 0}
+    sr_runs = {r["dag_run_id"] for r in airflow.runs("video_super_resolution")}
+    assert not any(done["job_id"] in r for r in sr_runs), "the already-done video was processed again"

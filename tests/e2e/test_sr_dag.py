@@ -1,0 +1,124 @@
+"""The SR DAG end to end on the local stack: real Slurm over SSH, moto S3/SNS/SQS, real weights.
+
+Each test uploads to the ingest prefix and lets the S3 → SQS notification start the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reelforge.settings import SRSettings
+from reelforge.sr.job import build_job
+from reelforge.storage import S3Object
+from tests.media_utils import make_clip, probe
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+DAG_ID = "video_super_resolution"
+SEGMENT_NAME = "segments/{index:05d}.mkv"
+INGEST = "reelforge-ingest"
+FORM_DEFAULTS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18,
+                 "ten_bit": "auto", "deinterlace": "auto", "sar": "square", "segment_seconds": 10,
+                 "preview_seconds": 0, "priority": "normal"}
+
+
+def local_settings() -> SRSettings:
+    env = os.environ
+    return SRSettings(
+        ingest_bucket=INGEST, ingest_prefix="sr/incoming/", output_bucket="reelforge-output", output_prefix="sr/",
+        topic_arn="", cluster_work_root=env["AIRFLOW_VAR_REELFORGE_CLUSTER_WORK_ROOT"], worker_venv="",
+        model_dir="", container_image="", cpu_partition="cpu", gpu_partition="gpu", gpu_gres="",
+        array_throttle=8, max_source_bytes=1 << 40,
+    )
+
+
+@pytest.fixture(scope="module")
+def sr_dag(airflow):
+    airflow.wait_for_dag(DAG_ID)
+    airflow.unpause(DAG_ID)
+    time.sleep(3)  # the triggerer picks up the asset watcher
+    return airflow
+
+
+def upload_and_wait_for_run(sr_dag, aws, clip: Path, key: str) -> tuple[str, dict]:
+    known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
+    put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
+    run_id = sr_dag.wait_for_new_run(DAG_ID, known, timeout=90)
+    return run_id, put
+
+
+def job_for(key: str, put: dict) -> dict:
+    source = S3Object(INGEST, key, version_id=put.get("VersionId"), etag=put["ETag"].strip('"'))
+    return build_job(source, FORM_DEFAULTS, local_settings())
+
+
+def test_upload_is_upscaled_delivered_and_announced(sr_dag, aws, sns_inbox, shared_data, tmp_path):
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4")
+    # a key with spaces, quotes and shell metacharacters travels through S3 events, SSH and Slurm
+    key = f"sr/incoming/e2e/{uuid.uuid4().hex[:6]} bunny's; $(touch pwned) `id`.mp4"
+    run_id, put = upload_and_wait_for_run(sr_dag, aws, clip, key)
+    assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=600) == "success", sr_dag.task_states(DAG_ID, run_id)
+
+    job = job_for(key, put)
+    listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=job["output_prefix"])["Contents"]
+    keys = {o["Key"][len(job["output_prefix"]):] for o in listed}
+    assert "report.json" in keys and any(k.startswith("previews/") for k in keys), keys
+    video_key = next(o["Key"] for o in listed if o["Key"].endswith(".mp4"))
+    out = tmp_path / "out.mp4"
+    aws.s3.download_file("reelforge-output", video_key, str(out))
+
+    src, dst = probe(clip), probe(out)
+    sv = next(s for s in src["streams"] if s["codec_type"] == "video")
+    dv = next(s for s in dst["streams"] if s["codec_type"] == "video")
+    assert (int(dv["width"]), int(dv["height"])) == (4 * int(sv["width"]), 4 * int(sv["height"]))
+    assert dv["nb_read_frames"] == sv["nb_read_frames"]
+    audio = [s for s in dst["streams"] if s["codec_type"] == "audio"]
+    assert len(audio) == 1
+    assert abs(float(audio[0]["duration"]) - float(dv["duration"])) <= 1 / 24 + 1e-3
+    assert not Path("/home/reelforge/pwned").exists() and not Path("pwned").exists()
+
+    success = [m for m in sns_inbox() if m.get("event") == "sr_succeeded"]
+    assert success and success[0]["job_id"] == job["job_id"] and success[0]["output"].endswith(".mp4")
+
+    # The same bytes uploaded again: a run starts from the notification but does no work.
+    run2, _ = upload_and_wait_for_run(sr_dag, aws, clip, key)
+    assert sr_dag.wait_for_run(DAG_ID, run2, timeout=120) == "success"
+    states = sr_dag.task_states(DAG_ID, run2)
+    assert states["prepare"] == "skipped" and states["plan_segments"] == "skipped", states
+
+
+def test_failed_segment_fails_the_run_then_a_retry_reuses_finished_segments(sr_dag, aws, sns_inbox,
+                                                                           shared_data, tmp_path):
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4", tone=660)
+    # Outside the notified prefix: this run is started from the form, with 1 s segments.
+    key = f"manual/e2e/fail-{uuid.uuid4().hex[:6]}.mp4"
+    put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
+    params = {**FORM_DEFAULTS, "segment_seconds": 1}
+    job = build_job(S3Object(INGEST, key, put.get("VersionId"), put["ETag"].strip('"')), params, local_settings())
+
+    # Block segment 1's final name with a root-owned directory holding a file: the worker (user
+    # reelforge) can neither rename onto it nor remove it — a real failure, no test hook.
+    workdir = Path(job["workdir"])
+    blocker = workdir / SEGMENT_NAME.format(index=1)
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_text("blocks the final name")
+    for path in (workdir, blocker.parent):
+        shutil.chown(path, "reelforge", "reelforge")
+
+    run_id = sr_dag.trigger(DAG_ID, {**params, "source_uri": f"s3://{INGEST}/{key}"})
+    assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=600) == "failed"
+    assert sr_dag.task_states(DAG_ID, run_id)["upscale_segments"] == "failed"
+    failures = [m for m in sns_inbox() if m.get("event") == "sr_failed"]
+    assert any(f["task_id"] == "upscale_segments" and f["run_id"] == run_id for f in failures), failures
+
+    finished = workdir / SEGMENT_NAME.format(index=0)
+    mtime = finished.stat().st_mtime_ns
+    shutil.rmtree(blocker)
+    sr_dag.clear_failed(DAG_ID, run_id)
+    assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=600) == "success", sr_dag.task_states(DAG_ID, run_id)
+    assert finished.stat().st_mtime_ns == mtime, "a finished segment was encoded again"
