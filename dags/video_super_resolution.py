@@ -52,6 +52,7 @@ from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
     SR_TOPIC_ARN_DEFAULT,
+    deadline_interval,
     retry_delay,
     sr_ingest_queue_url,
 )
@@ -105,7 +106,7 @@ with DAG(
     template_searchpath=[INCLUDE_DIR],
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(hours=6),
+        interval=deadline_interval(default_minutes=360),
         callback=AsyncCallback(
             "reelforge.notifiers.deadline.notify_deadline_missed",
             kwargs={"target_arn": SR_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "sr"},

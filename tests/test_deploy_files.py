@@ -31,3 +31,24 @@ def test_iam_policies_are_least_privilege(path):
         for resource in resources:
             assert resource != "*", f"{path.name}: unscoped resource"
             assert "reelforge-" in resource, f"{path.name}: {resource} is not one of the project's resources"
+
+
+def test_parallelcluster_template_is_parameterised_and_scales_to_zero():
+    import re
+
+    import yaml
+
+    text = (ROOT / "include/cluster/parallelcluster/cluster-config.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert config["Region"] == "${AWS_REGION}"
+    assert config["HeadNode"]["Networking"]["SubnetId"].startswith("${")
+    queues = {q["Name"]: q for q in config["Scheduling"]["SlurmQueues"]}
+    assert set(queues) == {"cpu", "gpu"}
+    for queue in queues.values():
+        assert all(r["MinCount"] == 0 for r in queue["ComputeResources"])
+        assert all(s.startswith("${") for s in queue["Networking"]["SubnetIds"])
+    assert config["SharedStorage"][0]["MountDir"] == "/fsx"
+    literal = re.sub(r"\$\{[A-Z_]+\}", "", text)
+    assert not re.search(r"\b\d{12}\b", literal), "hard-coded account id"
+    assert not re.search(r"\b(subnet|sg|vpc)-[0-9a-f]{6,}", literal), "hard-coded network id"
+    assert not re.search(r"\b[a-z]{2}-[a-z]+-\d\b", literal), "hard-coded region"
