@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -75,7 +74,8 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
 def _read_remote_json(path: str) -> dict[str, Any]:
     from reelforge.hooks.slurm import SlurmHook
 
-    return json.loads(SlurmHook(ssh_conn_id=SLURM_CONN_ID).read_text(path))
+    with SlurmHook(SLURM_CONN_ID) as hook:
+        return hook.read_json(path)
 
 
 def read_plan_summary(workdir: str) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""The SR DAG under the CeleryExecutor: PostgreSQL + Redis on 127.0.0.1, two Celery workers, and the
+scheduler, dag-processor, triggerer and api-server as separate processes.
+
+Each worker reports its own hostname (``hostname_callable``), so the test can see where tasks ran.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from airflow_local import LocalAirflow
+from tests.media_utils import make_clip
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+DB = "reelforge_celery_test"
+PORT = 8091
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                   check=True, capture_output=True)
+
+
+def _redis_up() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="module")
+def celery_airflow(tmp_path_factory):
+    if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode != 0:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    if not _redis_up():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    _psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    _psql(f"CREATE DATABASE {DB}")
+    home = tmp_path_factory.mktemp("celery-airflow")
+    env = dict(os.environ)
+    env.pop("REELFORGE_SR_INGEST_QUEUE_URL", None)  # no asset watcher: the other Airflow owns the queue
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{DB}",
+        "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/7",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{DB}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.celery_hostname.hostname",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{PORT}/execution/",
+        "AIRFLOW__API__PORT": str(PORT),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "8897",
+        "REELFORGE_RETRY_DELAY_SECONDS": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+    })
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    logs = home / "proc-logs"
+    logs.mkdir()
+    commands = {
+        "api-server": ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(PORT)],
+        "scheduler": ["airflow", "scheduler"],
+        "dag-processor": ["airflow", "dag-processor"],
+        "triggerer": ["airflow", "triggerer"],
+        "worker-1": ["airflow", "celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"],
+        "worker-2": ["airflow", "celery", "worker", "--celery-hostname", "worker-2@%h", "--skip-serve-logs"],
+    }
+    procs = []
+    for name, argv in commands.items():
+        proc_env = dict(env, REELFORGE_TEST_HOSTNAME=name if name.startswith("worker") else f"{name}-host")
+        with (logs / f"{name}.log").open("wb") as log:
+            procs.append(subprocess.Popen(argv, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=ROOT))
+    client = LocalAirflow(logs / "unused.log", base_url=f"http://127.0.0.1:{PORT}")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            health = requests.get(f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=2).json()
+            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "triggerer")):
+                break
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(2)
+    else:
+        pytest.fail(f"Celery Airflow not healthy; logs in {logs}")
+    try:
+        yield client
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_sr_dag_runs_on_two_celery_workers(celery_airflow, aws, shared_data, tmp_path):
+    dag_id = "video_super_resolution"
+    celery_airflow.wait_for_dag(dag_id, timeout=180)
+    celery_airflow.unpause(dag_id)
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "c.mp4",
+                     width=64, height=36, seconds=2.0, tone=880)
+    key = f"manual/celery/{uuid.uuid4().hex[:8]}.mp4"
+    aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
+    run_id = celery_airflow.trigger(dag_id, {"source_uri": f"s3://reelforge-ingest/{key}", "segment_seconds": 1})
+    state = celery_airflow.wait_for_run(dag_id, run_id, timeout=600)
+    assert state == "success", celery_airflow.task_states(dag_id, run_id)
+    tis = celery_airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    hosts = {ti["hostname"] for ti in tis if ti["state"] == "success"}
+    assert {"worker-1", "worker-2"} <= hosts, hosts
