@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENV := .local-stack/env.sh
+export REELFORGE_ROOT := $(CURDIR)
 PYTEST_ARGS ?=
 
 help:  ## list targets

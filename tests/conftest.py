@@ -18,7 +18,10 @@ def _load_stack_env() -> bool:
     if not ENV_FILE.exists():
         return False
     out = subprocess.run(
-        ["bash", "-c", f'set -a; source "{ENV_FILE}"; env -0'], capture_output=True, check=True
+        ["bash", "-c", f'set -a; source "{ENV_FILE}"; env -0'],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "REELFORGE_ROOT": str(ROOT)},
     ).stdout
     for item in out.split(b"\0"):
         if b"=" in item:
