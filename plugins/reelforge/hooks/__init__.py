@@ -1,0 +1,1 @@
+"""ReelForge hooks (Slurm over SSH: :mod:`reelforge.hooks.slurm`)."""

@@ -1,0 +1,1 @@
+"""ReelForge operators (:mod:`reelforge.operators.slurm`)."""

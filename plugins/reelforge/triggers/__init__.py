@@ -1,0 +1,1 @@
+"""ReelForge triggers (:mod:`reelforge.triggers.slurm`)."""
