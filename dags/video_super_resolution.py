@@ -184,6 +184,7 @@ with DAG(
         env=job["env"],
         array=plan["array"],
         array_throttle=job["array_throttle"],
+        time_limit=plan["segment_time_limit"],
         partition=job["gpu_partition"],
         gres=job["gpu_gres"],
         extra_args=job["slurm_args"],

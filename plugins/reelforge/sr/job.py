@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from reelforge.settings import SRSettings
@@ -97,6 +98,16 @@ def worker_env(job: dict[str, Any], settings: SRSettings) -> dict[str, str]:
         "SR_VENV": settings.worker_venv,
         "SR_IMAGE": settings.container_image,
     }
+
+
+def segment_time_limit(plan: dict[str, Any], mpix_per_second: float, safety: float = 4.0) -> int:
+    """Slurm ``--time`` (minutes) for one upscale task: the longest segment's input megapixels at the
+    cluster's measured rate, times a safety factor, plus 5 minutes for start-up and encoding."""
+    video = (plan.get("probe") or {}).get("video") or {}
+    pixels = int(video.get("width") or 0) * int(video.get("height") or 0)
+    longest = max((s["end_frame"] - s["start_frame"] for s in plan.get("segments") or []), default=0)
+    seconds = longest * pixels / 1e6 / max(mpix_per_second, 1e-6) * safety
+    return int(math.ceil(seconds / 60)) + 5
 
 
 def array_spec(plan: dict[str, Any]) -> str:

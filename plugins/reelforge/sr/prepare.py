@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, sr_settings
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting, sr_settings
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
-from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, worker_env
+from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
 from reelforge.sr.source import head_source, resolve_source
 from reelforge.storage import InvalidSourceError, S3Object
 
@@ -79,10 +79,12 @@ def _read_remote_json(path: str) -> dict[str, Any]:
 
 
 def read_plan_summary(workdir: str) -> dict[str, Any]:
-    """What the DAG needs from plan.json: the array spec and a few facts for the log."""
+    """What the DAG needs from plan.json: the array spec, a time limit that scales with the
+    longest segment, and a few facts for the log."""
     plan = _read_remote_json(f"{workdir}/plan.json")
     summary = {
         "array": array_spec(plan),
+        "segment_time_limit": segment_time_limit(plan, float(setting("reelforge_sr_mpix_per_second", "2.0"))),
         "segments": len(plan["segments"]),
         "total_frames": plan.get("total_frames"),
         "model": plan.get("model"),

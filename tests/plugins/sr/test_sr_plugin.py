@@ -12,7 +12,14 @@ from moto import mock_aws
 from reelforge.settings import SRSettings
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import DeliveryError, verify_delivery
-from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, result_settings, worker_env
+from reelforge.sr.job import (
+    InvalidSettingsError,
+    array_spec,
+    build_job,
+    result_settings,
+    segment_time_limit,
+    worker_env,
+)
 from reelforge.sr.source import head_source, resolve_source, sources_from_asset_events
 from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
 
@@ -101,6 +108,16 @@ def test_derived_names_never_carry_user_text_into_paths(key):
     assert job["output_prefix"].startswith("sr/") and "/../" not in job["output_prefix"]
     env = worker_env(job, SETTINGS)
     assert env["SOURCE_URI"] == f"s3://ingest/{key}" and env["WORKDIR"] == job["workdir"]
+
+
+def test_segment_time_limit_scales_with_the_longest_segment():
+    plan = {"probe": {"video": {"width": 640, "height": 360}},
+            "segments": [{"start_frame": 0, "end_frame": 240}, {"start_frame": 240, "end_frame": 300}]}
+    short = {**plan, "segments": [{"start_frame": 0, "end_frame": 24}]}
+    assert segment_time_limit(plan, 2.0) > segment_time_limit(short, 2.0) >= 5
+    assert segment_time_limit(plan, 0.02) > segment_time_limit(plan, 2.0)
+    # 240 frames × 0.2304 Mpx / 2 Mpx/s × 4 = 110.6 s → 2 min + 5
+    assert segment_time_limit(plan, 2.0) == 7
 
 
 def test_array_spec():
