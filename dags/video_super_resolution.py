@@ -42,11 +42,11 @@ from airflow.sdk import (
     AssetWatcher,
     AsyncCallback,
     DeadlineAlert,
-    DeadlineReference,
     Param,
     task,
 )
 
+from reelforge.deadlines import RunQueuedDeadline
 from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
@@ -105,11 +105,12 @@ with DAG(
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
     deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=deadline_interval(default_minutes=360),
+        reference=RunQueuedDeadline(),  # = DAGRUN_QUEUED_AT, minus Airflow 3.3.2's clear bug
+        interval=deadline_interval("sr", default_minutes=360),
         callback=AsyncCallback(
             "reelforge.notifiers.deadline.notify_deadline_missed",
-            kwargs={"target_arn": SR_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "sr"},
+            kwargs={"target_arn": SR_TOPIC_ARN_DEFAULT, "topic_variable": "reelforge_sr_topic_arn",
+                    "aws_conn_id": AWS_CONN_ID, "workflow": "sr"},
         ),
     ),
     params={

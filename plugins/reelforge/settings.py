@@ -19,13 +19,15 @@ def retry_delay(default_seconds: int) -> timedelta:
     return timedelta(seconds=int(os.environ.get("REELFORGE_RETRY_DELAY_SECONDS", default_seconds)))
 
 
-def deadline_interval(default_minutes: int) -> timedelta:
+def deadline_interval(workflow: str, default_minutes: int) -> timedelta:
     """How long after it is queued a run may take before the deadline alert fires.
 
-    Read at parse time from ``REELFORGE_SR_DEADLINE_MINUTES`` (a run's length is not known when the
-    deadline is computed, at run creation; the Slurm time limits of the array tasks do scale with it).
+    Read at parse time from ``REELFORGE_<WORKFLOW>_DEADLINE_SECONDS`` (a run's length is not known
+    when Airflow computes the deadline, at run creation; the SR array's Slurm time limits do scale
+    with the video).
     """
-    return timedelta(minutes=int(os.environ.get("REELFORGE_SR_DEADLINE_MINUTES", default_minutes)))
+    env = f"REELFORGE_{workflow.upper()}_DEADLINE_SECONDS"
+    return timedelta(seconds=int(os.environ.get(env, default_minutes * 60)))
 
 
 #: The local stack's topic (moto's account id); production sets ``reelforge_sr_topic_arn``.

@@ -20,6 +20,8 @@ def airflow() -> Iterator[LocalAirflow]:
     state = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
     # Short retry delays so that failure paths finish in seconds; the DAG's defaults are for production.
     os.environ.setdefault("REELFORGE_RETRY_DELAY_SECONDS", "2")
+    # A deadline shorter than an SR run, so the end-to-end runs also exercise the deadline alert.
+    os.environ.setdefault("REELFORGE_SR_DEADLINE_SECONDS", "20")
     instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
     instance.start()
     try:

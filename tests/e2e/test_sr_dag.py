@@ -82,8 +82,12 @@ def test_upload_is_upscaled_delivered_and_announced(sr_dag, aws, sns_inbox, shar
     assert abs(float(audio[0]["duration"]) - float(dv["duration"])) <= 1 / 24 + 1e-3
     assert not Path("/home/reelforge/pwned").exists() and not Path("pwned").exists()
 
-    success = [m for m in sns_inbox() if m.get("event") == "sr_succeeded"]
+    messages = sns_inbox()
+    success = [m for m in messages if m.get("event") == "sr_succeeded"]
     assert success and success[0]["job_id"] == job["job_id"] and success[0]["output"].endswith(".mp4")
+    # The e2e Airflow sets a 20 s deadline: this run (longer than that) was reported late.
+    late = [m for m in messages if m.get("event") == "deadline_missed" and m.get("run_id") == run_id]
+    assert late, messages
 
     # The same bytes uploaded again: a run starts from the notification but does no work.
     run2, _ = upload_and_wait_for_run(sr_dag, aws, clip, key)

@@ -30,12 +30,30 @@ def _describe(context: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _topic(target_arn: str, topic_variable: str | None) -> str:
+    """The Variable's topic ARN when set (production), else the default given in the DAG."""
+    if not topic_variable:
+        return target_arn
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(topic_variable, default=target_arn) or target_arn
+    except Exception:  # noqa: BLE001 - no Variable access here: fall back to the default
+        return target_arn
+
+
 async def notify_deadline_missed(
-    *, target_arn: str, aws_conn_id: str = "aws_default", workflow: str = "", context: dict | None = None
+    *,
+    target_arn: str,
+    topic_variable: str | None = None,
+    aws_conn_id: str = "aws_default",
+    workflow: str = "",
+    context: dict | None = None,
 ) -> None:
     """Publish a late-run alert; never raises past the log (the run itself goes on)."""
     from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
+    target_arn = await asyncio.to_thread(_topic, target_arn, topic_variable)
     body = {**_describe(context), "workflow": workflow}
     subject = f"ReelForge {workflow}: run {body['run_id']} missed its deadline"[:99]
     try:
