@@ -19,14 +19,15 @@ def retry_delay(default_seconds: int) -> timedelta:
     return timedelta(seconds=int(os.environ.get("REELFORGE_RETRY_DELAY_SECONDS", default_seconds)))
 
 
-def deadline_interval(workflow: str, default_minutes: int) -> timedelta:
+def deadline_interval(workflow: str = "", default_minutes: int = 360) -> timedelta:
     """How long after it is queued a run may take before the deadline alert fires.
 
     Read at parse time from ``REELFORGE_<WORKFLOW>_DEADLINE_SECONDS`` (a run's length is not known
     when Airflow computes the deadline, at run creation; the SR array's Slurm time limits do scale
     with the video).
     """
-    env = f"REELFORGE_{workflow.upper()}_DEADLINE_SECONDS"
+    name = f"{workflow.upper().replace('-', '_')}_" if workflow else ""
+    env = f"REELFORGE_{name}DEADLINE_SECONDS"
     return timedelta(seconds=int(os.environ.get(env, default_minutes * 60)))
 
 
