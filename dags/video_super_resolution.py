@@ -166,6 +166,7 @@ with DAG(
         env=job["env"],
         partition=job["cpu_partition"],
         extra_args=job["slurm_args"],
+        poll_interval=5,
     )
 
     @task(multiple_outputs=True)
@@ -189,6 +190,7 @@ with DAG(
         partition=job["gpu_partition"],
         gres=job["gpu_gres"],
         extra_args=job["slurm_args"],
+        poll_interval=5,
     )
 
     assemble_and_deliver = SlurmJobOperator(
@@ -199,6 +201,7 @@ with DAG(
         env=job["env"],
         partition=job["cpu_partition"],
         extra_args=job["slurm_args"],
+        poll_interval=5,
     )
 
     @task(multiple_outputs=True)

@@ -19,6 +19,14 @@ import requests
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class AirflowError(RuntimeError):
     """The local Airflow did not do what was asked in time."""
 
@@ -56,10 +64,15 @@ class LocalAirflow:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            pass
+        # Components that outlive the parent (a triggerer still draining) go too.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc = None
 
     def __enter__(self) -> LocalAirflow:
