@@ -1,0 +1,53 @@
+"""Patch Moore-AnimateAnyone's trainers at image build time (exact-text replacements; fails loudly).
+
+1. ``accelerator.save_state`` is called on every rank (DeepSpeed ZeRO shards optimizer state, so a
+   main-process-only call would hang or lose shards), with barriers around it.
+2. After a checkpoint is fully written, ``reelforge.complete`` is put into it: the launcher resumes
+   only from checkpoints that carry it (or accelerate's last-written RNG file).
+
+Usage: python patch_moore.py /opt/Moore-AnimateAnyone
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ORIGINAL = """                if global_step % cfg.checkpointing_steps == 0:
+                    if accelerator.is_main_process:
+                        save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
+                        delete_additional_ckpt(save_dir, 1)
+                        accelerator.save_state(save_path)
+"""
+PATCHED = """                if global_step % cfg.checkpointing_steps == 0:
+                    save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
+                    if accelerator.is_main_process:
+                        delete_additional_ckpt(save_dir, 1)
+                    accelerator.wait_for_everyone()
+                    accelerator.save_state(save_path)  # reelforge: every rank (DeepSpeed ZeRO)
+                    accelerator.wait_for_everyone()
+                    if accelerator.is_main_process:
+                        with open(os.path.join(save_path, "reelforge.complete"), "w") as fh:
+                            fh.write(str(global_step))
+"""
+
+
+def patch_text(text: str, name: str) -> str:
+    if PATCHED in text:
+        return text
+    count = text.count(ORIGINAL)
+    if count != 1:
+        raise SystemExit(f"{name}: expected the checkpointing block exactly once, found {count}: "
+                         "the pinned commit changed; update patch_moore.py")
+    return text.replace(ORIGINAL, PATCHED)
+
+
+def main(root: str) -> None:
+    for name in ("train_stage_1.py", "train_stage_2.py"):
+        path = Path(root) / name
+        path.write_text(patch_text(path.read_text(), name))
+        print(f"patched {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")

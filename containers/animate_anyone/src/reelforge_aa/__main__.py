@@ -1,0 +1,5 @@
+import sys
+
+from reelforge_aa.cli import main
+
+sys.exit(main())

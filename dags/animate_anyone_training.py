@@ -1,0 +1,240 @@
+"""
+### AnimateAnyone training on SageMaker HyperPod (staged, swept, tracked, resumable)
+
+**Owner:** ml-platform · **Trigger:** a new training-data manifest in S3 (S3 → SQS notification →
+asset watcher, when `REELFORGE_AA_MANIFEST_QUEUE_URL` is set) or the form below. **Runs on:** the
+HyperPod cluster's Slurm behind the `hyperpod_ssh` connection (SSH through an SSM `ProxyCommand`;
+see `include/cluster/hyperpod/README.md`). Airflow only stages, submits, watches and decides.
+
+| step | where | what |
+|---|---|---|
+| `stage_manifest` | Airflow | pin the manifest's S3 version, validate it, copy it to shared storage |
+| `plan_sweep` | Airflow | expand the sweep grid: one run dir / MLflow run key per point |
+| `stage1` | Slurm, mapped: a job per sweep point | stage 1 (denoising UNet + ReferenceNet), `--nodes` each |
+| `select_best` | Airflow ↔ MLflow | rank the sweep's MLflow runs by the chosen metric; plan stage 2 |
+| `stage2` | Slurm | stage 2 (temporal layers) from the best run's weights |
+| `export_checkpoint` | Slurm | upload the chosen weights + configs to S3 (`manifest.json` last) |
+| `publish` / `notify_success` | Airflow | verify the S3 objects, SNS message with the ranking and links |
+
+**Tracking:** every sweep run is an MLflow run (tags `reelforge.training_id`, `reelforge.stage`,
+`reelforge.sweep_index`, `reelforge.run_key`) on the configured tracking server — SageMaker managed
+MLflow in production (`reelforge_animate_anyone_mlflow_tracking_uri` = its ARN), never `./mlruns`.
+
+**Retries resume:** run directories are derived from the DAG run and the sweep index, so a retried or
+cleared task finds its own run: the Slurm job (re-attached if still running) restarts from the newest
+*complete* checkpoint of that run (incomplete ones are moved aside), the step count continues and the
+metrics go on in the same MLflow run. On HyperPod `srun --auto-resume=1` also restarts a job whose node
+failed. Failures and late runs are reported on the AnimateAnyone SNS topic.
+
+**Rerun from scratch:** trigger a new run (new run id → new directories).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetWatcher,
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    task,
+)
+
+from reelforge.animate_anyone.settings import (
+    AA_TOPIC_ARN_DEFAULT,
+    aa_deadline,
+    aa_manifest_queue_url,
+    aa_poll_interval,
+)
+from reelforge.operators.slurm import SlurmJobOperator
+from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, retry_delay
+
+TOPIC_ARN = "{{ var.value.get('reelforge_animate_anyone_topic_arn', '" + AA_TOPIC_ARN_DEFAULT + "') }}"
+INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
+POLL = aa_poll_interval()
+
+
+def _manifest_schedule() -> list[Asset] | None:
+    """Event-driven when the manifest queue is configured; otherwise manual."""
+    queue_url = aa_manifest_queue_url()
+    if not queue_url:
+        return None
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+    trigger = MessageQueueTrigger(
+        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=5
+    )
+    return [Asset("reelforge-animate-anyone-manifests", watchers=[AssetWatcher(name="aa_manifest_queue",
+                                                                               trigger=trigger)])]
+
+
+default_args = {
+    "owner": "ml-platform",
+    "retries": 3,
+    "retry_delay": retry_delay(60),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+    "on_failure_callback": SnsNotifier(
+        aws_conn_id=AWS_CONN_ID,
+        target_arn=TOPIC_ARN,
+        subject="ReelForge AnimateAnyone failed: {{ dag_run.run_id[:50] }}",
+        message=(
+            '{"event": "animate_anyone_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
+            '"task_id": "{{ ti.task_id }}", "map_index": {{ ti.map_index }}, "try_number": {{ ti.try_number }}, '
+            '"reason": {{ (exception | string) | tojson }}}'
+        ),
+        message_attributes={"event": "animate_anyone_failed"},
+    ),
+}
+
+with DAG(
+    dag_id="animate_anyone_training",
+    description="AnimateAnyone stage 1 sweep → best run by MLflow metric → stage 2 → S3, on HyperPod Slurm.",
+    doc_md=__doc__,
+    schedule=_manifest_schedule(),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    tags=["reelforge", "animate-anyone", "slurm"],
+    default_args=default_args,
+    template_searchpath=[INCLUDE_DIR],
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=aa_deadline(),
+        callback=AsyncCallback(
+            "reelforge.notifiers.deadline.notify_deadline_missed",
+            kwargs={"target_arn": AA_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "animate-anyone"},
+        ),
+    ),
+    params={
+        "manifest_uri": Param(
+            "",
+            type="string",
+            title="Training-data manifest",
+            description="s3://bucket/key of the JSON manifest (Moore-AnimateAnyone meta format: a list of "
+            "{video_path, kps_path}). Leave empty for runs started by an upload.",
+        ),
+        "nodes": Param(2, type="integer", minimum=1, maximum=64, title="Nodes per stage-1 run",
+                       description="sbatch --nodes of every sweep run (one launcher per node)."),
+        "stage2_nodes": Param(0, type="integer", minimum=0, maximum=64, title="Nodes for stage 2",
+                              description="sbatch --nodes of stage 2; 0 = the same as stage 1."),
+        "sweep_grid": Param(
+            {"solver.learning_rate": [1.0e-5, 3.0e-5, 5.0e-5]},
+            type="object",
+            title="Sweep grid (stage 1)",
+            description='Dotted config key → list of values; the runs are their cartesian product, e.g. '
+            '{"solver.learning_rate": [1e-5, 3e-5], "noise_offset": [0.05, 0.1]}. {} = a single run.',
+        ),
+        "config_overrides": Param(
+            {},
+            type="object",
+            title="Config overrides (both stages)",
+            description='Dotted keys of stage1.yaml/stage2.yaml, e.g. {"solver.max_train_steps": 20000}. '
+            "Unknown keys are refused; paths and names are set by the pipeline.",
+        ),
+        "stage1_overrides": Param({}, type="object", title="Stage-1 overrides",
+                                  description="Like config overrides, stage 1 only (applied after them)."),
+        "stage2_overrides": Param({}, type="object", title="Stage-2 overrides",
+                                  description="Like config overrides, stage 2 only (applied after them)."),
+        "selection_metric": Param("train_loss", type="string", title="Selection metric",
+                                  description="MLflow metric (its latest value) that ranks the stage-1 runs."),
+        "selection_mode": Param("min", enum=["min", "max"], title="Selection mode",
+                                description="min: lowest value wins (losses); max: highest wins."),
+        "payload": Param(
+            "animate-anyone",
+            enum=["animate-anyone", "smoke"],
+            title="Payload",
+            description="animate-anyone: Moore-AnimateAnyone's train_stage_1/2.py in the image. smoke: a tiny "
+            "PyTorch job with the same conventions (checks the cluster path in seconds).",
+        ),
+    },
+) as dag:
+
+    @task(multiple_outputs=True)
+    def stage_manifest(params: dict, dag_run=None, triggering_asset_events=None) -> dict:
+        """Pin, validate and copy the training-data manifest to shared storage."""
+        from reelforge.animate_anyone.tasks import stage_manifest as body
+
+        return body(params=params, dag_id=dag_run.dag_id, run_id=dag_run.run_id, events=triggering_asset_events)
+
+    staged = stage_manifest()
+
+    @task
+    def plan_sweep(staged: dict, params: dict, dag_run=None) -> list:
+        """Expand the sweep grid into one stage-1 job per point (own directory and MLflow run key)."""
+        from reelforge.animate_anyone.tasks import plan_sweep as body
+
+        return body(staged=staged, params=params, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    plan = plan_sweep(staged)
+
+    stage1 = SlurmJobOperator.partial(
+        task_id="stage1",
+        ssh_conn_id=HYPERPOD_CONN_ID,
+        script="slurm/animate_anyone/stage1.sbatch",
+        poll_interval=POLL,
+    ).expand_kwargs(plan)
+
+    @task(multiple_outputs=True)
+    def select_best(staged: dict, jobs: list, params: dict, dag_run=None) -> dict:
+        """Rank this training's stage-1 MLflow runs by the metric; plan stage 2 and the export."""
+        from reelforge.animate_anyone.tasks import select_best as body
+
+        return body(staged=staged, jobs=jobs, params=params, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    selection = select_best(staged, plan)
+
+    stage2 = SlurmJobOperator(
+        task_id="stage2",
+        ssh_conn_id=HYPERPOD_CONN_ID,
+        script="slurm/animate_anyone/stage2.sbatch",
+        job_name="aa-s2",
+        workdir=selection["stage2_workdir"],
+        env=selection["stage2_env"],
+        partition=selection["stage2_partition"],
+        gres=selection["stage2_gres"],
+        cpus_per_task=selection["stage2_cpus_per_task"],
+        time_limit=selection["stage2_time_limit"],
+        extra_args=selection["stage2_extra_args"],
+        poll_interval=POLL,
+    )
+
+    export_checkpoint = SlurmJobOperator(
+        task_id="export_checkpoint",
+        ssh_conn_id=HYPERPOD_CONN_ID,
+        script="slurm/animate_anyone/export.sbatch",
+        job_name="aa-export",
+        workdir=selection["export_workdir"],
+        env=selection["export_env"],
+        partition=selection["export_partition"],
+        poll_interval=POLL,
+    )
+
+    @task(multiple_outputs=True)
+    def publish(selection: dict, dag_run=None) -> dict:
+        """Verify the exported objects in S3 and compose the success message."""
+        from reelforge.animate_anyone.tasks import publish as body
+
+        return body(selection=selection, dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+
+    published = publish(selection)
+
+    notify_success = SnsPublishOperator(
+        task_id="notify_success",
+        aws_conn_id=AWS_CONN_ID,
+        target_arn=TOPIC_ARN,
+        subject="ReelForge AnimateAnyone trained: {{ dag_run.run_id[:50] }}",
+        message=published["message"],
+        message_attributes={"event": "animate_anyone_trained"},
+    )
+
+    stage1 >> selection
+    stage2 >> export_checkpoint >> published >> notify_success

@@ -1,0 +1,1 @@
+"""AnimateAnyone training on SageMaker HyperPod (Slurm): the Airflow side of ``animate_anyone_training``."""
