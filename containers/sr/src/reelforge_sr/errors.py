@@ -1,0 +1,29 @@
+"""Exceptions with messages meant for people: the CLI prints them and writes them to ``failure``."""
+
+
+class ReelForgeError(RuntimeError):
+    """Base class: a clear, expected failure (bad input, missing weights, encoder error...)."""
+
+
+class ProbeError(ReelForgeError):
+    """The source is not a usable video (empty, corrupt, no video stream, absurd size...)."""
+
+
+class PlanError(ReelForgeError):
+    """The plan cannot be made or read (bad settings, unreadable plan.json...)."""
+
+
+class ModelError(ReelForgeError):
+    """Weights are missing, do not verify, or do not fit the architecture."""
+
+
+class SegmentError(ReelForgeError):
+    """A segment could not be produced with exactly the planned frames."""
+
+
+class AssembleError(ReelForgeError):
+    """Concatenation, muxing or the final checks failed."""
+
+
+class StorageError(ReelForgeError):
+    """S3 fetch/deliver failed or a key is not acceptable."""

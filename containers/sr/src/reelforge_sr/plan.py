@@ -1,0 +1,227 @@
+"""Cut a source into frame-exact segments and record every decision in ``<workdir>/plan.json``.
+
+Segments are ``[start_frame, end_frame)`` ranges that tile ``[0, total_frames)`` exactly. Boundaries
+are placed near every ``segment_seconds``, on a keyframe when one lies within half a segment of the
+target (keyframes coincide with scene cuts in most encodes, and seeking there is cheap), else on the
+frame nearest the target. Each segment carries the time to seek to (half-way between its first frame
+and the one before), so a worker decodes exactly its frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from reelforge_sr import colour, frameindex
+from reelforge_sr.atomic import write_json
+from reelforge_sr.content import classify
+from reelforge_sr.errors import PlanError
+from reelforge_sr.models.registry import DEFAULT_FOR_KIND, resolve
+from reelforge_sr.probe import ProbeResult, probe
+
+log = logging.getLogger(__name__)
+PLAN_VERSION = 1
+PLAN_NAME = "plan.json"
+CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc")
+CONTAINERS = ("mp4", "mkv")
+#: H.264/HEVC level 6.2 frame size limit (139264 macroblocks of 16×16)
+MAX_OUTPUT_PIXELS = 139264 * 256
+
+
+@dataclass
+class PlanSettings:
+    model: str = "auto"
+    scale: int = 4
+    segment_seconds: float = 10.0
+    preview_seconds: float = 0.0
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = ""
+    container: str = "mp4"
+    ten_bit: str = "auto"
+    deinterlace: str = "auto"
+    sar: str = "square"
+
+    def validate(self) -> None:
+        if self.scale not in (2, 3, 4):
+            raise PlanError(f"--scale must be 2, 3 or 4, not {self.scale}")
+        if not self.segment_seconds > 0:
+            raise PlanError("--segment-seconds must be > 0")
+        if self.preview_seconds < 0:
+            raise PlanError("--preview-seconds must be ≥ 0")
+        if self.codec not in CODECS:
+            raise PlanError(f"--codec must be one of {', '.join(CODECS)}")
+        if not 0 <= self.crf <= 51:
+            raise PlanError("--crf must be within 0..51")
+        if self.container not in CONTAINERS:
+            raise PlanError(f"--container must be one of {', '.join(CONTAINERS)}")
+        for name in ("ten_bit", "deinterlace"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise PlanError(f"--{name.replace('_', '-')} must be auto, on or off")
+        if self.sar not in ("square", "keep"):
+            raise PlanError("--sar must be square or keep")
+
+
+def even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def choose_model(request: str, pr: ProbeResult, preview_frames_end: float) -> tuple[str, dict[str, Any]]:
+    """Registry name for ``auto`` / ``anime`` / ``live-action`` / a registry name, and why."""
+    if request == "auto":
+        v = pr.video
+        verdict = classify(pr.path, min(pr.duration, preview_frames_end), v.display_width, v.display_height)
+        return DEFAULT_FOR_KIND[verdict.kind], {"method": "content heuristic", **verdict.to_dict()}
+    spec = resolve(request)
+    return spec.name, {"method": "requested", "request": request}
+
+
+def choose_boundaries(index: frameindex.FrameIndex, total: int, seconds: float) -> list[int]:
+    """Start frames of all segments (first is 0): a keyframe within half a segment of each target, else the
+    frame nearest the target; the last segment absorbs a remainder shorter than half a segment."""
+    times = index.times[:total]
+    keys = [k for k in index.keyframes if 0 < k < total]
+    key_times = [times[k] for k in keys]
+    span = Fraction(seconds)
+    starts = [0]
+    while True:
+        prev = starts[-1]
+        target = times[prev] + span
+        if target + span / 2 > times[-1]:  # what is left is under 1.5 segments: keep it whole
+            break
+        lo = bisect.bisect_left(key_times, max(target - span / 2, times[prev] + span / 2))
+        hi = bisect.bisect_right(key_times, target + span / 2)
+        if lo < hi:
+            start = min(keys[lo:hi], key=lambda k: abs(times[k] - target))
+        else:
+            n = bisect.bisect_left(times, target, lo=prev + 1)
+            start = min((c for c in (n - 1, n) if prev < c < total), key=lambda k: abs(times[k] - target),
+                        default=prev)
+        if start <= prev:
+            break
+        starts.append(start)
+    return starts
+
+
+def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) -> dict[str, Any]:
+    """Probe, index, choose model and segments; return the plan (not written)."""
+    settings.validate()
+    pr = probe(source)
+    v = pr.video
+    index = frameindex.build(Path(pr.path), v.index, v.frame_count)
+    source_frames = len(index)
+    if source_frames != v.frame_count:
+        log.warning("frame index has %d frames, probe said %d: using the index", source_frames, v.frame_count)
+    total = source_frames
+    if settings.preview_seconds > 0:
+        limit = index.times[0] + Fraction(settings.preview_seconds)
+        total = max(1, sum(1 for t in index.times if t < limit))
+    end_time = float(index.times[total - 1] - index.times[0]) + 1 / float(Fraction(v.fps))
+
+    model, model_choice = choose_model(settings.model, pr, end_time)
+    spec = resolve(model)
+    if settings.scale > spec.scale:
+        raise PlanError(f"model {model} is x{spec.scale}: it cannot produce x{settings.scale}")
+
+    ten_bit = settings.ten_bit == "on" or (settings.ten_bit == "auto" and v.bit_depth > 8)
+    deinterlace = settings.deinterlace == "on" or (settings.deinterlace == "auto" and v.interlaced)
+    sar = Fraction(*map(int, v.sar.split(":")))
+    model_w, model_h = v.display_width * settings.scale, v.display_height * settings.scale
+    if settings.sar == "square":
+        out_w, out_h, out_sar = even(model_w * sar), even(model_h), "1:1"
+    else:
+        out_w, out_h, out_sar = even(model_w), even(model_h), v.sar
+    if out_w * out_h > MAX_OUTPUT_PIXELS:
+        raise PlanError(f"output would be {out_w}x{out_h}: beyond the H.264/HEVC frame size limit; use a lower --scale")
+    col = colour.resolve(asdict(v))
+    decode_fmt = "rgb48le" if ten_bit else "rgb24"
+    filters = []
+    if deinterlace:
+        filters.append("bwdif=mode=send_frame:parity=auto:deint=all")
+    filters.append(f"scale=in_color_matrix={col['matrix']}:in_range={col['range']}"
+                   f":flags=bicubic+accurate_rnd+full_chroma_int,format={decode_fmt}")
+    enc_pix = "yuv420p10le" if ten_bit else "yuv420p"
+    enc_filters = [f"scale={out_w}:{out_h}:flags=lanczos+accurate_rnd:out_color_matrix={col['matrix']}"
+                   f":out_range={col['range']}", f"format={enc_pix}", f"setsar={out_sar.replace(':', '/')}"]
+    preset = settings.preset or ("p5" if "nvenc" in settings.codec else "veryfast")
+
+    starts = choose_boundaries(index, total, settings.segment_seconds)
+    bounds = [*starts, total]
+    segments = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        seek = index.seek_before(a)
+        segments.append({
+            "index": i, "start_frame": a, "end_frame": b, "frames": b - a,
+            "start_time": float(index.times[a]),
+            "seek": None if seek is None else round(float(seek) - pr.start_time, 6),
+        })
+    plan: dict[str, Any] = {
+        "version": PLAN_VERSION,
+        "source": pr.path,
+        "source_size": pr.size_bytes,
+        "workdir": str(Path(workdir).resolve()),
+        "probe": pr.to_dict(),
+        "settings": asdict(settings) | {"preset": preset},
+        "model": model,
+        "model_choice": model_choice,
+        "model_kind": spec.kind,
+        "preview": settings.preview_seconds > 0,
+        "timing": {
+            "fps": v.fps, "vfr": v.vfr, "frame_index": index.method,
+            "video_start": float(index.times[0]), "format_start": pr.start_time,
+            "duration": round(float(total / Fraction(v.fps)), 6),
+        },
+        "geometry": {
+            "decode_width": v.display_width, "decode_height": v.display_height,
+            "model_width": model_w, "model_height": model_h,
+            "out_width": out_w, "out_height": out_h, "out_sar": out_sar, "source_sar": v.sar,
+        },
+        "colour": col,
+        "decode": {"pix_fmt": decode_fmt, "filters": ",".join(filters), "deinterlace": deinterlace,
+                   "ten_bit": ten_bit},
+        "encode": {"codec": settings.codec, "pix_fmt": enc_pix, "crf": settings.crf, "preset": preset,
+                   "filters": ",".join(enc_filters), "tags": colour.tag_args(col)},
+        "segments": segments,
+        "total_frames": total,
+        "source_frames": source_frames,
+    }
+    plan["digest"] = plan_digest(plan)
+    return plan
+
+
+def plan_digest(plan: dict[str, Any]) -> str:
+    """sha256 of what determines segment content (not timestamps of the planning run)."""
+    keys = ("version", "source", "source_size", "settings", "model", "timing", "geometry", "colour", "decode",
+            "encode", "segments", "total_frames")
+    blob = json.dumps({k: plan.get(k) for k in keys}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def write_plan(plan: dict[str, Any], workdir: str | Path) -> Path:
+    workdir = Path(workdir)
+    (workdir / "segments").mkdir(parents=True, exist_ok=True)
+    path = workdir / PLAN_NAME
+    write_json(path, plan)
+    return path
+
+
+def read_plan(workdir: str | Path) -> dict[str, Any]:
+    path = Path(workdir) / PLAN_NAME
+    try:
+        plan = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise PlanError(f"{path} not found: run `reelforge-sr plan` first") from exc
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path} is not valid JSON: {exc}") from exc
+    if plan.get("version") != PLAN_VERSION:
+        raise PlanError(f"{path}: plan version {plan.get('version')} is not {PLAN_VERSION}")
+    if plan.get("digest") != plan_digest(plan):
+        raise PlanError(f"{path}: digest does not match its content (edited by hand?)")
+    return plan
+
