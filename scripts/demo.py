@@ -74,7 +74,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = choose_clip(args.clip, Path(tmp))
         upload = make_sd(clip, args.height, Path(tmp))
-        key = f"sr/incoming/demo/{upload.name}"
+        # A fresh key per demo: the same key and bytes again would (rightly) be skipped as done.
+        key = f"sr/incoming/demo/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}/{upload.name}"
         airflow = LocalAirflow(state / "logs" / "airflow-demo.log")
         print(f"demo: starting Airflow (log: {airflow.log_path})", flush=True)
         airflow.start()
@@ -102,9 +103,8 @@ def main() -> int:
     shutil.rmtree(local, ignore_errors=True)
     print("\nReelForge demo finished. Delivered to the local S3 (moto):")
     for obj in objects:
-        target = local / obj["key"].rsplit("/", 2)[-2 if obj.get("role") == "preview" else -1]
-        if obj.get("role") == "preview":
-            target = local / "previews" / obj["key"].rsplit("/", 1)[-1]
+        name = obj["key"].rsplit("/", 1)[-1]
+        target = local / "previews" / name if obj.get("role") == "preview" else local / name
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(obj["bucket"], obj["key"], str(target))
         print(f"  {obj.get('role', 'file'):8} {obj['uri']}\n           local copy: {target}")
