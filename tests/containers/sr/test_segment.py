@@ -116,6 +116,27 @@ def test_killed_worker_leaves_no_partial_final_file(clips, tmp_path, model_dir):
     assert not list(video.parent.glob("*.tmp"))
 
 
+def test_sigterm_unwinds_cleanly_with_a_failure_file(clips, tmp_path, model_dir):
+    make_plan(clips["av"], tmp_path, model="live-action", segment_seconds=100)
+    video, record = segment_paths(tmp_path, 0)
+    cmd = [sys.executable, "-m", "reelforge_sr", "-q", "segment", "--workdir", str(tmp_path), "--index", "0",
+           "--model-dir", str(model_dir), "--threads", "1", "--batch", "1", "--precision", "fp32",
+           "--max-pixels", "1600"]  # slow on purpose (fp32, many tiles): the signal must land mid-segment
+    proc = subprocess.Popen(cmd, env={**os.environ, "REELFORGE_OFFLINE": "1"}, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(video.parent.glob(f"{video.name}.*.tmp")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the worker never started encoding"
+        time.sleep(0.02)
+    time.sleep(0.3)  # inside the frame loop
+    assert proc.poll() is None, "the worker finished before it could be signalled"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    assert "terminated by signal 15" in proc.stderr.read().decode()
+    assert "terminated by signal 15" in (tmp_path / "failure").read_text()
+    assert not video.exists() and not record.exists() and not list(video.parent.glob("*.tmp"))
+
+
 def test_decoder_shortfall_is_an_error_not_a_skip(clips, tmp_path, model_dir, capsys):
     plan = build_plan(clips["av"], tmp_path, PlanSettings(model="anime", segment_seconds=100))
     plan["segments"][0]["end_frame"] += 3  # the plan promises 3 frames the source does not have

@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -152,8 +154,23 @@ def _write_failure(args: argparse.Namespace, message: str) -> None:
         pass
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    """Slurm sends SIGTERM on cancel/timeout: unwind (temp files removed, children killed) and report."""
+    raise ReelForgeError(f"terminated by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    try:
+        return _main(args)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="[reelforge-sr] %(levelname)s %(message)s")
     try:
