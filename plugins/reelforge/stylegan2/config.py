@@ -1,0 +1,71 @@
+"""Deployment settings of the StyleGAN2 workflows (Variables ``reelforge_stylegan2_<name>``).
+
+Defaults match the local stack (moto's account 123456789012). Read them inside tasks, never at parse
+time; the few values DAG files need while parsing come from the environment (no database access).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from reelforge.settings import setting
+
+#: The local stack's topic; production sets ``reelforge_stylegan2_topic_arn``.
+STYLEGAN2_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-stylegan2-notifications"
+TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_stylegan2_topic_arn', '" + STYLEGAN2_TOPIC_ARN_DEFAULT + "') }}"
+
+
+def deadline_interval(name: str, default_minutes: int) -> timedelta:
+    """A DAG's deadline: ``REELFORGE_STYLEGAN2_<NAME>_DEADLINE_MINUTES`` (read at parse time), else the default."""
+    env = f"REELFORGE_STYLEGAN2_{name.upper()}_DEADLINE_MINUTES"
+    return timedelta(minutes=int(os.environ.get(env, default_minutes)))
+
+
+def dataset_queue_url() -> str | None:
+    """SQS queue receiving the dataset prefix's S3 notifications (env: read at parse time, no DB)."""
+    return os.environ.get("REELFORGE_STYLEGAN2_DATASET_QUEUE_URL") or None
+
+
+@dataclass(frozen=True)
+class StyleGAN2Settings:
+    image_uri: str
+    role_arn: str
+    artifacts_bucket: str
+    artifacts_prefix: str
+    output_bucket: str
+    output_prefix: str
+    batch_input_bucket: str
+    batch_input_prefix: str
+    model_package_group: str
+    topic_arn: str
+    prep_instance_type: str
+    generate_instance_type: str
+    training_volume_gb: int
+    processing_volume_gb: int
+
+
+def _prefix(value: str) -> str:
+    return value if not value or value.endswith("/") else value + "/"
+
+
+def stylegan2_settings() -> StyleGAN2Settings:
+    return StyleGAN2Settings(
+        image_uri=setting("reelforge_stylegan2_image_uri",
+                          "123456789012.dkr.ecr.us-east-1.amazonaws.com/reelforge-stylegan2:0.1.0"),
+        role_arn=setting("reelforge_stylegan2_role_arn",
+                         "arn:aws:iam::123456789012:role/reelforge-stylegan2-sagemaker"),
+        artifacts_bucket=setting("reelforge_stylegan2_artifacts_bucket", "reelforge-artifacts"),
+        artifacts_prefix=_prefix(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")),
+        output_bucket=setting("reelforge_stylegan2_output_bucket", "reelforge-output"),
+        output_prefix=_prefix(setting("reelforge_stylegan2_output_prefix", "stylegan2/")),
+        batch_input_bucket=setting("reelforge_stylegan2_batch_input_bucket", "reelforge-ingest"),
+        batch_input_prefix=_prefix(setting("reelforge_stylegan2_batch_input_prefix", "stylegan2/batch/incoming/")),
+        model_package_group=setting("reelforge_stylegan2_model_package_group", "reelforge-stylegan2"),
+        topic_arn=setting("reelforge_stylegan2_topic_arn", STYLEGAN2_TOPIC_ARN_DEFAULT),
+        prep_instance_type=setting("reelforge_stylegan2_prep_instance_type", "ml.m5.2xlarge"),
+        generate_instance_type=setting("reelforge_stylegan2_generate_instance_type", "ml.g4dn.xlarge"),
+        training_volume_gb=int(setting("reelforge_stylegan2_training_volume_gb", "200")),
+        processing_volume_gb=int(setting("reelforge_stylegan2_processing_volume_gb", "100")),
+    )

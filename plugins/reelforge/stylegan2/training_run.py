@@ -1,0 +1,171 @@
+"""Task bodies of the ``stylegan2_training`` DAG that run in Airflow (light: S3 and SageMaker metadata)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import PurePosixPath
+from typing import Any
+
+from reelforge.stylegan2.aws import aws_client, list_objects
+from reelforge.stylegan2.config import stylegan2_settings
+from reelforge.stylegan2.jobs import InvalidParamsError, digest, generation_config, plan_training, split_s3_uri
+
+log = logging.getLogger(__name__)
+
+METRICS_OBJECT = "reelforge-metrics.json"  # written by the container's train entry into the checkpoint dir
+DATASET_MARKER = "_READY"
+
+
+def dataset_from_events(events: Any) -> str | None:
+    """An upload that starts a run: ``<prefix>/_READY`` (the folder is the dataset) or a ``.zip`` of images."""
+    from reelforge.sr.source import sources_from_asset_events
+
+    for obj in sources_from_asset_events(events):
+        path = PurePosixPath(obj.key)
+        if path.name == DATASET_MARKER:
+            return f"s3://{obj.bucket}/{path.parent.as_posix()}/"
+        if path.suffix.lower() == ".zip":
+            return obj.uri
+    return None
+
+
+def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any) -> dict[str, Any]:
+    """Resolve the dataset, check the form, and derive every name and request of this run."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    dataset_uri = (params.get("dataset_uri") or "").strip() or dataset_from_events(events)
+    if not dataset_uri:
+        if events:
+            raise AirflowSkipException("the upload is not a dataset (a .zip of images or a _READY marker)")
+        raise AirflowFailException("no dataset: give dataset_uri (s3://bucket/prefix/ of images or a .zip)")
+    try:
+        plan = plan_training(params=params, run_id=run_id, run_after=run_after, dataset_uri=dataset_uri,
+                             dataset_objects=list_objects(aws_client("s3"), *split_s3_uri(dataset_uri)),
+                             settings=stylegan2_settings())
+    except InvalidParamsError as err:
+        raise AirflowFailException(f"invalid input: {err}") from err
+    log.info("run %s: dataset %s (prepared at %s), training job %s, checkpoints %s", plan["key"], dataset_uri,
+             plan["prepared_dataset_uri"], plan["names"]["train"], plan["checkpoint_uri"])
+    return plan
+
+
+def reported_fid(job: dict[str, Any], checkpoint_uri: str, s3: Any = None) -> tuple[float | None, str]:
+    """FID of the final model: SageMaker's final metric value, else the entry's metrics file."""
+    for metric in job.get("FinalMetricDataList") or []:
+        if metric.get("MetricName") == "fid50k_full":
+            return float(metric["Value"]), "SageMaker final metric fid50k_full"
+    bucket, prefix = split_s3_uri(checkpoint_uri)
+    key = f"{prefix}{METRICS_OBJECT}"
+    s3 = s3 or aws_client("s3")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None, f"neither a fid50k_full metric nor s3://{bucket}/{key}"
+    fid = json.loads(body).get("fid50k_full")
+    return (None if fid is None else float(fid)), f"s3://{bucket}/{key}"
+
+
+def review_training(*, plan: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """Judge the trained model by its FID and prepare its registration and sample generation."""
+    job = training["Training"]
+    name = job["TrainingJobName"]
+    p = plan["params"]
+    fid, source = reported_fid(job, plan["checkpoint_uri"])
+    model_url = job["ModelArtifacts"]["S3ModelArtifacts"]
+    if fid is None or not math.isfinite(fid):
+        passed = False
+        message = (f"quality gate failed: training job {name} reported no usable FID ({source}); "
+                   f"the model was not registered. Checkpoints: {plan['checkpoint_uri']}")
+    elif fid > p["max_fid"]:
+        passed = False
+        message = (f"quality gate failed: FID {fid:.2f} of training job {name} is above the limit {p['max_fid']:g} "
+                   f"(from {source}); the model was not registered. To train longer from where it stopped, "
+                   f"trigger again with checkpoint_uri={plan['checkpoint_uri']} and a larger kimg.")
+    else:
+        passed = True
+        message = f"quality gate passed: FID {fid:.2f} ≤ {p['max_fid']:g} (training job {name}, {source})"
+    log.info(message)
+    settings = stylegan2_settings()
+    fid_text = "none" if fid is None else f"{fid:.4f}"
+    registration = {
+        "ModelApprovalStatus": p["approval"],
+        "ClientToken": digest(plan["run_id"], name, length=32),  # a retried registration is not a second version
+        "InferenceSpecification": {
+            "Containers": [{"Image": plan["image_uri"], "ModelDataUrl": model_url}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["image/png"],
+        },
+        "CustomerMetadataProperties": {
+            "fid50k_full": fid_text,
+            "training_job": name,
+            "resolution": str(p["resolution"]),
+            "kimg": str(p["kimg"]),
+            "dag_run": plan["run_id"][:256],
+            "checkpoint_uri": plan["checkpoint_uri"][:256],
+            "dataset_uri": plan["dataset_uri"][:256],
+        },
+    }
+    generation = generation_config(
+        name=plan["names"]["gen"], model_url=model_url, output_uri=plan["samples_uri"], settings=settings,
+        run_id=plan["run_id"], workflow="stylegan2-training", seeds=f"0-{p['samples'] - 1}",
+        truncation=p["truncation"],
+    )
+    return {
+        "passed": passed,
+        "fid": fid,
+        "fid_source": source,
+        "message": message,
+        "training_job": name,
+        "model_url": model_url,
+        "description": f"StyleGAN2-ADA {p['resolution']}px, {p['kimg']} kimg, FID {fid_text} ({name})",
+        "registration": registration,
+        "generation_config": generation,
+    }
+
+
+def console_links(region: str, **jobs: str) -> dict[str, str]:
+    base = f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#"
+    paths = {"training_job": "jobs", "prep_job": "processing-jobs", "samples_job": "processing-jobs"}
+    return {kind: f"{base}/{paths[kind]}/{name}" for kind, name in jobs.items()}
+
+
+def s3_console(uri: str, region: str) -> str:
+    from urllib.parse import quote
+
+    bucket, key = split_s3_uri(uri)
+    return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?region={region}&prefix={quote(key)}"
+
+
+def success_message(*, plan: dict[str, Any], review: dict[str, Any], model_package_arn: str, samples: dict,
+                    dag_id: str, region: str) -> str:
+    """JSON for subscribers: what was trained, how good, where it is registered, where to look."""
+    samples_job = samples["Processing"]["ProcessingJobName"]
+    body = {
+        "event": "stylegan2_succeeded",
+        "dag_id": dag_id,
+        "run_id": plan["run_id"],
+        "training_job": review["training_job"],
+        "fid50k_full": review["fid"],
+        "model_package_arn": model_package_arn,
+        "approval": plan["params"]["approval"],
+        "model_artifacts": review["model_url"],
+        "samples": plan["samples_uri"],
+        "contact_sheet": f"{plan['samples_uri']}contact_sheet.png",
+        "links": {
+            **console_links(region, training_job=review["training_job"], prep_job=plan["names"]["prep"],
+                            samples_job=samples_job),
+            "samples": s3_console(plan["samples_uri"], region),
+            "checkpoints": s3_console(plan["checkpoint_uri"], region),
+            "dataset_report": s3_console(f"{plan['prepared_dataset_uri']}report.json", region),
+        },
+    }
+    return json.dumps(body)
+
+
+def summarize(*, plan: dict[str, Any], review: dict[str, Any], model_package_arn: str, samples: dict,
+              dag_id: str) -> str:
+    region = aws_client("sagemaker").meta.region_name
+    return success_message(plan=plan, review=review, model_package_arn=model_package_arn, samples=samples,
+                           dag_id=dag_id, region=region)
