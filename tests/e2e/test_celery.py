@@ -79,37 +79,45 @@ def celery_airflow(tmp_path_factory):
         "worker-1": ["airflow", "celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"],
         "worker-2": ["airflow", "celery", "worker", "--celery-hostname", "worker-2@%h", "--skip-serve-logs"],
     }
-    procs = []
+    procs: dict[str, subprocess.Popen] = {}
     for name, argv in commands.items():
         proc_env = dict(env, REELFORGE_TEST_HOSTNAME=name if name.startswith("worker") else f"{name}-host")
         with (logs / f"{name}.log").open("wb") as log:
-            procs.append(subprocess.Popen(argv, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, cwd=ROOT))
+            procs[name] = subprocess.Popen(argv, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True, cwd=ROOT)
     client = LocalAirflow(logs / "unused.log", base_url=f"http://127.0.0.1:{PORT}")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            health = requests.get(f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=2).json()
-            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "triggerer")):
-                break
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(2)
-    else:
-        pytest.fail(f"Celery Airflow not healthy; logs in {logs}")
     try:
+        _wait_healthy(procs, logs)
         yield client
     finally:
-        for proc in procs:
+        for proc in procs.values():
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for proc in procs:
+        for proc in procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_healthy(procs: dict[str, subprocess.Popen], logs: Path, timeout: float = 180) -> None:
+    """Until the API reports the database, scheduler and triggerer healthy; fail at once if a process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = (logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"{name} exited with {proc.returncode} during start-up; end of its log:\n{tail}")
+        try:
+            health = requests.get(f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=2).json()
+            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "triggerer")):
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(2)
+    pytest.fail(f"Celery Airflow not healthy after {timeout:.0f}s; logs in {logs}")
 
 
 def test_sr_dag_runs_on_two_celery_workers(celery_airflow, aws, shared_data, tmp_path):

@@ -42,7 +42,9 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     failed_tasks: dict[str, list[str]] = {}
     for item in day_plan["todo"]:
         try:
-            states[item["run_id"]] = str(RuntimeTaskInstance.get_dagrun_state(SR_DAG_ID, item["run_id"]))
+            state = RuntimeTaskInstance.get_dagrun_state(SR_DAG_ID, item["run_id"])
+            # A DagRunState enum: its value ("success"), not str() ("DagRunState.SUCCESS" on Python 3.11).
+            states[item["run_id"]] = getattr(state, "value", state)
         except Exception as err:  # noqa: BLE001 - a run that never started has no state
             log.warning("no state for %s: %s", item["run_id"], err)
             continue

@@ -171,3 +171,28 @@ def test_verify_delivery_checks_sizes():
         verify_delivery(s3, {"objects": [{"bucket": "output", "key": "p/v.mp4", "size": 11}]})
     with pytest.raises(DeliveryError):
         verify_delivery(s3, {"objects": []})
+
+
+def test_catalog_summary_reads_the_run_states_the_task_sdk_returns(monkeypatch):
+    """The SDK hands back DagRunState enums; str() of one is "DagRunState.SUCCESS", never "success"."""
+    from airflow.sdk.api.datamodels._generated import DagRunState
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from reelforge.sr import catalog_tasks
+
+    states = {"run-ok": DagRunState.SUCCESS, "run-bad": DagRunState.FAILED}
+    monkeypatch.setattr(RuntimeTaskInstance, "get_dagrun_state", staticmethod(lambda dag_id, run_id: states[run_id]))
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(
+        lambda dag_id, run_ids: {r: {"upscale_segments": "failed", "read_plan": "success"} for r in run_ids}))
+    monkeypatch.setattr(catalog_tasks, "sr_settings", lambda: SETTINGS)
+    day_plan = {"todo": [{"run_id": "run-ok", "source": "s3://a/ok.mp4", "output": "s3://o/ok/"},
+                         {"run_id": "run-bad", "source": "s3://a/bad.mp4", "output": "s3://o/bad/"}],
+                "skipped": [], "invalid": []}
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="output")
+        monkeypatch.setattr(catalog_tasks, "_s3", lambda: s3)
+        summary = catalog_tasks.summarize_catalog_day(day_plan, "2026-03-01")
+        stored = json.loads(s3.get_object(Bucket="output", Key="sr/_catalog_reports/2026-03-01.json")["Body"].read())
+    assert summary["counts"] == stored["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    assert summary["failed"][0]["reason"] == "SR run run-bad ended failed (failed: upscale_segments)"
