@@ -92,17 +92,25 @@ def test_rerun_skips_a_finished_segment_and_redoes_a_stale_one(clips, tmp_path, 
     assert not run_segment(tmp_path, 0, model_dir=model_dir, threads=2)["skipped"]
 
 
-def test_killed_worker_leaves_no_partial_final_file(clips, tmp_path, model_dir):
-    make_plan(clips["av"], tmp_path, model="live-action", segment_seconds=100)
-    video, record = segment_paths(tmp_path, 0)
-    cmd = [sys.executable, "-m", "reelforge_sr", "-q", "segment", "--workdir", str(tmp_path), "--index", "0",
-           "--model-dir", str(model_dir), "--threads", "1", "--batch", "1", "--max-pixels", "1600"]  # slow: many tiles
+def start_slow_segment(workdir: Path, model_dir: Path, *extra: str) -> subprocess.Popen:
+    """``reelforge-sr segment`` of segment 0 in a child process, slowed down (1 thread, batch 1, many tiles)
+    so that a test can interrupt it; returns once it has started writing its temp output."""
+    video, _ = segment_paths(workdir, 0)
+    cmd = [sys.executable, "-m", "reelforge_sr", "-q", "segment", "--workdir", str(workdir), "--index", "0",
+           "--model-dir", str(model_dir), "--threads", "1", "--batch", "1", "--max-pixels", "1600", *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, "REELFORGE_OFFLINE": "1"}, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not list(video.parent.glob(f"{video.name}.*.tmp")):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "the worker never started encoding"
         time.sleep(0.02)
+    return proc
+
+
+def test_killed_worker_leaves_no_partial_final_file(clips, tmp_path, model_dir):
+    make_plan(clips["av"], tmp_path, model="live-action", segment_seconds=100)
+    video, record = segment_paths(tmp_path, 0)
+    proc = start_slow_segment(tmp_path, model_dir)
     time.sleep(0.5)  # let it write some frames
     assert proc.poll() is None, "the worker finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -119,15 +127,7 @@ def test_killed_worker_leaves_no_partial_final_file(clips, tmp_path, model_dir):
 def test_sigterm_unwinds_cleanly_with_a_failure_file(clips, tmp_path, model_dir):
     make_plan(clips["av"], tmp_path, model="live-action", segment_seconds=100)
     video, record = segment_paths(tmp_path, 0)
-    cmd = [sys.executable, "-m", "reelforge_sr", "-q", "segment", "--workdir", str(tmp_path), "--index", "0",
-           "--model-dir", str(model_dir), "--threads", "1", "--batch", "1", "--precision", "fp32",
-           "--max-pixels", "1600"]  # slow on purpose (fp32, many tiles): the signal must land mid-segment
-    proc = subprocess.Popen(cmd, env={**os.environ, "REELFORGE_OFFLINE": "1"}, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list(video.parent.glob(f"{video.name}.*.tmp")):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the worker never started encoding"
-        time.sleep(0.02)
+    proc = start_slow_segment(tmp_path, model_dir, "--precision", "fp32")  # the signal must land mid-segment
     time.sleep(0.3)  # inside the frame loop
     assert proc.poll() is None, "the worker finished before it could be signalled"
     proc.send_signal(signal.SIGTERM)
