@@ -32,7 +32,10 @@ test: stack  ## lint + the whole test suite on the local stack (what CI runs)
 bench: stack  ## benchmarks (print figures and ratios; not tests)
 	source $(ENV) && $(PY) bench/dag_parse.py && $(PY) bench/sr_throughput.py
 
+images:  ## build every containers/<name> image locally (push to ECR: scripts/push-images --push)
+	bash scripts/push-images $(if $(TAG),--tag $(TAG))
+
 airflow: stack  ## Airflow UI on http://127.0.0.1:8080 (airflow standalone)
 	bash scripts/local-stack airflow
 
-.PHONY: help stack status down demo lint test bench airflow
+.PHONY: help stack status down demo lint test bench images airflow
