@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from reelforge.hooks.slurm import (
     TERMINAL_STATES,
@@ -37,6 +37,20 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 class SlurmJobFailedError(AirflowException):
     """Some array tasks (or the job) ended in a state other than COMPLETED."""
+
+
+class SlurmJobPermanentError(SlurmJobFailedError, AirflowFailException):
+    """Every failed task logged :data:`PERMANENT_FAILURE_MARKER`: fail without retries (issue 10)."""
+
+
+#: A job script (e.g. ``reelforge-sr plan`` on an unusable source) prints a line starting with this
+#: when retrying cannot help; the reason after it goes into the task's error (and so into SNS).
+PERMANENT_FAILURE_MARKER = "reelforge: permanent failure: "
+
+
+def _permanent_reason(log_text: str) -> str | None:
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip().startswith(PERMANENT_FAILURE_MARKER)]
+    return lines[-1][len(PERMANENT_FAILURE_MARKER):] if lines else None
 
 
 def slurm_job_name(dag_id: str, run_id: str, task_id: str, map_index: int = -1, prefix: str | None = None) -> str:
@@ -466,6 +480,7 @@ class SlurmJobOperator(BaseOperator):
         for i in failed:
             t = tasks[str(i)]
             lines.append(f"index {i}: {TaskState.from_dict(t).describe()} (job {t.get('job_id')})")
+        permanent: dict[int, str] = {}
         for i in failed[: self.max_logged_failures]:
             t = tasks[str(i)]
             if not t.get("job_id"):
@@ -475,6 +490,9 @@ class SlurmJobOperator(BaseOperator):
                 text = hook.tail(path, self.log_tail_lines)
             except Exception as err:
                 text = f"(log not readable: {err})"
+            if reason := _permanent_reason(text):
+                permanent[i] = reason
+                lines[failed.index(i)] += f": {reason}"
             self.log.error(
                 "Slurm task %s failed: %s; last %d lines of %s:\n%s",
                 i,
@@ -484,6 +502,11 @@ class SlurmJobOperator(BaseOperator):
                 text.rstrip(),
             )
         shown = "; ".join(lines[:20]) + (f"; … {len(lines) - 20} more" if len(lines) > 20 else "")
+        if len(permanent) == len(failed):
+            raise SlurmJobPermanentError(
+                f"Slurm job {run['name']}: {len(failed)} of {len(run['indices'])} tasks failed permanently "
+                f"(not retried): {shown}"
+            )
         raise SlurmJobFailedError(
             f"Slurm job {run['name']}: {len(failed)} of {len(run['indices'])} tasks failed: {shown}. "
             "A retry resubmits only these indices."

@@ -44,7 +44,9 @@ def _rows(path: Path, stream: int, section: str, entries: str) -> list[dict[str,
 def _time_base(path: Path, stream: int) -> Fraction:
     out = run([FFPROBE, "-v", "error", "-select_streams", str(stream), "-show_entries", "stream=time_base",
                "-of", "compact=p=0:nk=1", str(path)], what="ffprobe time_base").stdout.decode().split()
-    return Fraction(out[0]) if out else Fraction(1, 1000)
+    # A rotated stream (display-matrix side data) makes compact output end the line with an empty
+    # side-data field: "1/12288|". Keep the first field only (issue 10: rotated sources failed to plan).
+    return Fraction(out[0].split("|", 1)[0]) if out else Fraction(1, 1000)
 
 
 def _ts(value: str | None) -> int | None:

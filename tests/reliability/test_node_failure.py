@@ -1,0 +1,114 @@
+"""Issue 10, node failure: one Slurm node dies in the middle of an SR array; the run still delivers
+every frame (Slurm requeues the task, or the operator's retry resubmits only that index)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reelforge.operators.slurm import slurm_job_name
+from reelforge.sr.job import build_job
+from reelforge.storage import S3Object
+from tests.e2e.conftest import ROOT
+from tests.e2e.test_sr_dag import DAG_ID, FORM_DEFAULTS, INGEST, local_settings, sr_dag  # noqa: F401
+from tests.media_utils import make_clip, probe
+from tests.reliability.e2e_helpers import delete_versions
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def kill_node(node: str, job_id: str) -> list[int]:
+    """What a node crash does: slurmd and the job's slurmstepd with everything under it die at once.
+    Then mark the node DOWN, as slurmctld would after SlurmdTimeout (300 s) without heartbeats."""
+    steps = subprocess.run(["pgrep", "-f", rf"^slurmstepd: \[{job_id}\."], capture_output=True, text=True).stdout
+    victims = [int(Path(f"/run/slurmd-{node}.pid").read_text())]
+    tree, todo = _children(), [int(p) for p in steps.split()]
+    while todo:
+        pid = todo.pop()
+        victims.append(pid)
+        todo += tree.get(pid, [])
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=reliability test: node killed"],
+                   check=True)
+    return victims
+
+
+def restore_nodes() -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "local-stack"), "up"], check=True, capture_output=True, timeout=300)
+
+
+def test_a_node_dies_mid_array_and_every_frame_is_delivered(sr_dag, aws, shared_data, tmp_path):  # noqa: F811
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4", tone=330)
+    key = f"manual/reliability/node-{uuid.uuid4().hex[:6]}/clip.mp4"
+    put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
+    params = {**FORM_DEFAULTS, "segment_seconds": 1, "model": "anime"}
+    job = build_job(S3Object(INGEST, key, put["VersionId"], put["ETag"].strip('"')), params, local_settings())
+    segments = Path(job["workdir"]) / "segments"
+    try:
+        run_id = sr_dag.trigger(DAG_ID, {**params, "source_uri": f"s3://{INGEST}/{key}"})
+        array = slurm_job_name(DAG_ID, run_id, "upscale_segments")
+        deadline, victim = time.monotonic() + 240, None
+        while victim is None:
+            assert time.monotonic() < deadline, "no array task was seen running"
+            running = subprocess.run(["squeue", "-h", "-t", "R", "-n", array, "-o", "%A %K %N %i"],
+                                     capture_output=True, text=True, check=True).stdout.split("\n")
+            for line in filter(None, running):
+                jid, index, node, task = line.split()
+                if list(segments.glob(f"{int(index):05d}.mkv.*.tmp")):  # mid-segment: encoding started
+                    victim = (jid, int(index), node, task)
+            time.sleep(0.2)
+        jid, index, node, task = victim
+        kill_node(node, jid)
+        assert not (segments / f"{index:05d}.mkv").exists(), "the killed task had already finished"
+        restore_nodes()
+        # Slurm requeues the task but holds it for ~121 s (BeginTime); skip that wait, as we skipped
+        # SlurmdTimeout. (Had Slurm failed it instead, the operator's retry resubmits only this index.)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            info = subprocess.run(["scontrol", "show", "job", task], capture_output=True, text=True).stdout
+            if "Reason=BeginTime" in info:
+                assert "Restarts=1" in info, info
+                subprocess.run(["scontrol", "update", f"jobid={task}", "starttime=now"], check=True)
+                break
+            if "JobState=PENDING" not in info and "JobState=REQUEUED" not in info:
+                break
+            time.sleep(0.5)
+
+        state = sr_dag.wait_for_run(DAG_ID, run_id, timeout=420)
+        assert state == "success", sr_dag.task_states(DAG_ID, run_id)
+    finally:
+        restore_nodes()
+        delete_versions(aws.s3, key)
+
+    listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=job["output_prefix"])["Contents"]
+    video = next(o["Key"] for o in listed if o["Key"].endswith(".mp4"))
+    out = tmp_path / "out.mp4"
+    aws.s3.download_file("reelforge-output", video, str(out))
+    src, dst = probe(clip)["streams"], probe(out)["streams"]
+    frames = [s["nb_read_frames"] for s in src if s["codec_type"] == "video"]
+    assert [s["nb_read_frames"] for s in dst if s["codec_type"] == "video"] == frames
+    assert [s["codec_type"] for s in dst].count("audio") == 1
+    assert (segments / f"{index:05d}.mkv").is_file() and not list(segments.glob("*.tmp"))
+    down = subprocess.run(["sinfo", "-h", "-N", "-t", "down,drain,fail", "-o", "%N"], capture_output=True, text=True)
+    assert down.stdout.strip() == "", f"nodes left down: {down.stdout}"
