@@ -39,7 +39,7 @@ def test_only_a_permanent_failure_of_every_task_skips_retries(base, mode, array,
 
     assert WORKER_MARKER == PERMANENT_FAILURE_MARKER  # the worker and the operator speak the same line
     op = SlurmJobOperator(task_id=f"perm-{mode}", ssh_conn_id=CONN_ID, script=SCRIPT, workdir=f"{base}/{mode}",
-                          env={"MODE": mode}, array=array, poll_interval=1)
+                          env={"MODE": mode}, array=array, poll_interval=1, first_poll_delay=0)
     with pytest.raises(SlurmJobFailedError) as err:
         drive(op, fake_ti(f"perm-{mode}", f"manual__reliability-{uuid.uuid4().hex[:6]}"))
     assert isinstance(err.value, AirflowFailException) is permanent

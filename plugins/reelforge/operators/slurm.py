@@ -100,6 +100,9 @@ class SlurmJobOperator(BaseOperator):
     :param extra_args: more sbatch options (each must start with ``-``), e.g. ``["--nice=100"]``.
     :param accounting: ``auto``/``sacct``/``squeue``: where job states come from.
     :param poll_interval: seconds between state polls (triggerer or in-process).
+    :param first_poll_delay: seconds the trigger waits before its first poll (see
+        :class:`~reelforge.triggers.slurm.SlurmJobTrigger`: a job that ends at once must not resume the
+        task before Airflow has recorded the deferral).
     :param log_tail_lines: lines of each failed task's log copied into the Airflow log.
     :param max_logged_failures: failed tasks whose log tails are copied (the rest are only listed).
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
@@ -149,6 +152,7 @@ class SlurmJobOperator(BaseOperator):
         extra_args: Sequence[str] | None = None,
         accounting: str = "auto",
         poll_interval: float = 15.0,
+        first_poll_delay: float = 10.0,
         log_tail_lines: int = 40,
         max_logged_failures: int = 5,
         deferrable: bool = True,
@@ -172,6 +176,7 @@ class SlurmJobOperator(BaseOperator):
         self.extra_args = extra_args
         self.accounting = accounting
         self.poll_interval = poll_interval
+        self.first_poll_delay = first_poll_delay
         self.log_tail_lines = log_tail_lines
         self.max_logged_failures = max_logged_failures
         self.deferrable = deferrable
@@ -406,6 +411,7 @@ class SlurmJobOperator(BaseOperator):
                     job_name=run["name"],
                     poll_interval=self.poll_interval,
                     accounting=self.accounting,
+                    first_poll_delay=self.first_poll_delay,
                 ),
                 method_name="execute_complete",
             )

@@ -46,6 +46,11 @@ class SlurmJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param accounting: ``auto``/``sacct``/``squeue`` (see :class:`~reelforge.hooks.slurm.SlurmHook`).
     :param max_poll_errors: consecutive failed polls tolerated before an ``error`` event.
+    :param first_poll_delay: seconds before the first poll. Airflow 3.3 can resume a deferred task
+        before its executor has reported the deferring attempt's exit; the scheduler then takes that
+        report for a task that died and fails the resumed attempt into a retry. The deferring
+        process's supervisor notices the exit within ``[workers] min_heartbeat_interval`` (5 s), so a
+        job that ends within seconds must not fire the trigger sooner than that.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class SlurmJobTrigger(BaseTrigger):
         poll_interval: float = 15.0,
         accounting: str = "auto",
         max_poll_errors: int = 10,
+        first_poll_delay: float = 10.0,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -67,6 +73,7 @@ class SlurmJobTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.accounting = accounting
         self.max_poll_errors = int(max_poll_errors)
+        self.first_poll_delay = float(first_poll_delay)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -79,6 +86,7 @@ class SlurmJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "accounting": self.accounting,
                 "max_poll_errors": self.max_poll_errors,
+                "first_poll_delay": self.first_poll_delay,
             },
         )
 
@@ -95,6 +103,7 @@ class SlurmJobTrigger(BaseTrigger):
         hook = self._hook()
         errors = 0
         last: tuple[int, str] | None = None
+        await asyncio.sleep(self.first_poll_delay)
         try:
             while True:
                 try:

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.stack
 def _op(task_id: str, wd: str, **kwargs) -> SlurmJobOperator:
     kwargs.setdefault("script", script("array_exit.sbatch"))
     kwargs.setdefault("env", {"WORKDIR": wd})
-    return SlurmJobOperator(task_id=task_id, ssh_conn_id=CONN_ID, workdir=wd, time_limit=5, poll_interval=1, **kwargs)
+    # first_poll_delay=0: these tests run the trigger in-process, where Airflow's resume race cannot happen.
+    return SlurmJobOperator(task_id=task_id, ssh_conn_id=CONN_ID, workdir=wd, time_limit=5, poll_interval=1,
+                            first_poll_delay=0, **kwargs)
 
 
 def _wait_running(hook: SlurmHook, job_id: str, array: str | None, timeout: float = 180) -> None:

@@ -212,6 +212,7 @@ def test_trigger_serializes_to_json():
     assert path == "reelforge.triggers.slurm.SlurmJobTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert SlurmJobTrigger(**kwargs).serialize() == (path, kwargs)
+    assert kwargs["first_poll_delay"] == 10.0  # the default keeps a fast job from racing the deferral
     with pytest.raises(ValueError):
         SlurmJobTrigger(ssh_conn_id="x", job_id="1; id")
 
