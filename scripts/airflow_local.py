@@ -119,7 +119,8 @@ class LocalAirflow:
         return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 100})[
+        """The newest 100 runs, newest first (the local database keeps every run it ever had)."""
+        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 100})[
             "dag_runs"
         ]
 
