@@ -45,6 +45,16 @@ def _delivered_keys(aws, job: dict) -> list[str]:
     return [v["Key"] for v in listed.get("Versions", [])]
 
 
+def two_successful_runs(airflow, known: set[str], key: str) -> dict[str, dict]:
+    """Wait for the two runs the key's notifications start; both must succeed. Their task states, by run."""
+    found = wait_for_runs(airflow, known, lambda f: len(runs_of_key(f, key)) >= 2)
+    runs = runs_of_key(found, key)
+    assert len(runs) == 2, found
+    for run_id in runs:
+        assert airflow.wait_for_run(DAG_ID, run_id, timeout=300) == "success", airflow.task_states(DAG_ID, run_id)
+    return {r: airflow.task_states(DAG_ID, r) for r in runs}
+
+
 def test_same_notification_twice_is_one_run_of_work(sr_dag, aws, sns_inbox, tiny_clip):  # noqa: F811
     clip = tiny_clip("dup.mp4", 550)
     # outside the notified prefix, so the only notifications are the two identical ones sent here
@@ -55,12 +65,8 @@ def test_same_notification_twice_is_one_run_of_work(sr_dag, aws, sns_inbox, tiny
     try:
         aws.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody=body)
         aws.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody=body)
-        found = wait_for_runs(sr_dag, known, lambda f: len(runs_of_key(f, key)) >= 2)
-        runs = runs_of_key(found, key)
-        assert len(runs) == 2, found
-        for run_id in runs:
-            assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=300) == "success", sr_dag.task_states(DAG_ID, run_id)
-        states = {r: sr_dag.task_states(DAG_ID, r) for r in runs}
+        states = two_successful_runs(sr_dag, known, key)
+        runs = list(states)
         worked = [r for r in runs if states[r]["plan_segments"] == "success"]
         skipped = [r for r in runs if states[r]["prepare"] == "skipped"]
         assert len(worked) == 1 and len(skipped) == 1, states
@@ -90,12 +96,8 @@ def test_two_quick_uploads_of_one_key_process_only_the_latest(sr_dag, aws, sns_i
         put1 = aws.s3.put_object(Bucket=INGEST, Key=key, Body=first.read_bytes())
         put2 = aws.s3.put_object(Bucket=INGEST, Key=key, Body=second.read_bytes())
         assert put1["VersionId"] != put2["VersionId"], "the ingest bucket must be versioned"
-        found = wait_for_runs(sr_dag, known, lambda f: len(runs_of_key(f, key)) >= 2)
-        runs = runs_of_key(found, key)
-        assert len(runs) == 2, found
-        for run_id in runs:
-            assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=300) == "success", sr_dag.task_states(DAG_ID, run_id)
-        states = {r: sr_dag.task_states(DAG_ID, r) for r in runs}
+        states = two_successful_runs(sr_dag, known, key)
+        runs = list(states)
         (new,) = [r for r in runs if states[r]["notify_success"] == "success"]
         (old,) = [r for r in runs if states[r]["prepare"] == "skipped"]
         # Real S3 names the version in the event and prepare skips the older one as superseded; moto's
