@@ -18,7 +18,9 @@ import pytest
 import requests
 
 from airflow_local import LocalAirflow
-from tests.media_utils import make_clip
+from reelforge.operators.slurm import slurm_job_name
+from reelforge.storage import safe_stem
+from tests.media_utils import make_clip, probe
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +42,43 @@ def _redis_up() -> bool:
         return False
 
 
+class CeleryStack:
+    """The separate Airflow processes of this module; each can be killed and started again."""
+
+    def __init__(self, env: dict[str, str], logs: Path, commands: dict[str, list[str]]) -> None:
+        self.env, self.logs, self.commands = env, logs, commands
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.client = LocalAirflow(logs / "unused.log", base_url=f"http://127.0.0.1:{PORT}")
+
+    def start(self, name: str) -> None:
+        env = dict(self.env, REELFORGE_TEST_HOSTNAME=name if name.startswith("worker") else f"{name}-host")
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(self.commands[name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, cwd=ROOT)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
-def celery_airflow(tmp_path_factory):
+def celery_stack(tmp_path_factory):
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode != 0:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     if not _redis_up():
@@ -65,6 +102,8 @@ def celery_airflow(tmp_path_factory):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "8897",
+        # a killed triggerer's triggers move to a live one once its heartbeat is this old
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
         "REELFORGE_RETRY_DELAY_SECONDS": "2",
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     })
@@ -79,27 +118,19 @@ def celery_airflow(tmp_path_factory):
         "worker-1": ["airflow", "celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"],
         "worker-2": ["airflow", "celery", "worker", "--celery-hostname", "worker-2@%h", "--skip-serve-logs"],
     }
-    procs: dict[str, subprocess.Popen] = {}
-    for name, argv in commands.items():
-        proc_env = dict(env, REELFORGE_TEST_HOSTNAME=name if name.startswith("worker") else f"{name}-host")
-        with (logs / f"{name}.log").open("wb") as log:
-            procs[name] = subprocess.Popen(argv, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True, cwd=ROOT)
-    client = LocalAirflow(logs / "unused.log", base_url=f"http://127.0.0.1:{PORT}")
+    stack = CeleryStack(env, logs, commands)
     try:
-        _wait_healthy(procs, logs)
-        yield client
+        for name in commands:
+            stack.start(name)
+        _wait_healthy(stack.procs, logs)
+        yield stack
     finally:
-        for proc in procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def celery_airflow(celery_stack) -> LocalAirflow:
+    return celery_stack.client
 
 
 def _wait_healthy(procs: dict[str, subprocess.Popen], logs: Path, timeout: float = 180) -> None:
@@ -134,3 +165,57 @@ def test_sr_dag_runs_on_two_celery_workers(celery_airflow, aws, shared_data, tmp
     tis = celery_airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
     hosts = {ti["hostname"] for ti in tis if ti["state"] == "success"}
     assert {"worker-1", "worker-2"} <= hosts, hosts
+
+
+def _slurm_jobs(name: str, states: str = "all") -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-t", states, "-n", name, "-o", "%i"], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.split()
+
+
+def test_scheduler_and_triggerer_killed_during_a_deferred_slurm_wait(celery_stack, aws, shared_data, tmp_path):
+    """Issue 10: both crash (SIGKILL) while upscale_segments waits on Slurm; the job finishes meanwhile.
+
+    Started again, the triggerer takes over the orphaned trigger, which re-attaches to the same Slurm
+    job: the run succeeds with one submission and no retry, and the video is complete.
+    """
+    client = celery_stack.client
+    dag_id = "video_super_resolution"
+    client.wait_for_dag(dag_id, timeout=180)
+    client.unpause(dag_id)
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "r.mp4",
+                     width=64, height=36, seconds=3.0, tone=660)
+    key = f"manual/restart/{uuid.uuid4().hex[:8]}.mp4"
+    aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
+    run_id = client.trigger(dag_id, {"source_uri": f"s3://reelforge-ingest/{key}", "segment_seconds": 1})
+    deadline = time.monotonic() + 300
+    while client.task_states(dag_id, run_id).get("upscale_segments") != "deferred":
+        assert time.monotonic() < deadline, client.task_states(dag_id, run_id)
+        assert client.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"] == "running"
+        time.sleep(1)
+    job_name = slurm_job_name(dag_id, run_id, "upscale_segments")
+    (job_id,) = set(j.split("_")[0] for j in _slurm_jobs(job_name))
+    celery_stack.kill("scheduler")
+    celery_stack.kill("triggerer")
+    # the cluster goes on without Airflow: the whole array ends while nothing watches it
+    deadline = time.monotonic() + 300
+    while _slurm_jobs(job_name, "PENDING,RUNNING,CONFIGURING,COMPLETING"):
+        assert time.monotonic() < deadline, "the Slurm array did not finish"
+        time.sleep(2)
+    assert client.task_states(dag_id, run_id)["upscale_segments"] == "deferred"
+    celery_stack.start("scheduler")
+    celery_stack.start("triggerer")
+
+    state = client.wait_for_run(dag_id, run_id, timeout=600)
+    assert state == "success", client.task_states(dag_id, run_id)
+    tis = client.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    upscale = next(ti for ti in tis if ti["task_id"] == "upscale_segments")
+    assert upscale["try_number"] == 1, "the wait was retried instead of resumed"
+    assert {j.split("_")[0] for j in _slurm_jobs(job_name)} == {job_id}, "the array was submitted again"
+    stem = key.rsplit("/", 1)[1].removesuffix(".mp4")
+    listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=f"sr/{safe_stem(key)}/")["Contents"]
+    (video,) = [o["Key"] for o in listed if o["Key"].endswith(".mp4") and stem in o["Key"]]
+    out = tmp_path / "out.mp4"
+    aws.s3.download_file("reelforge-output", video, str(out))
+    frames = [s["nb_read_frames"] for s in probe(out)["streams"] if s["codec_type"] == "video"]
+    assert frames == [s["nb_read_frames"] for s in probe(clip)["streams"] if s["codec_type"] == "video"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from reelforge.animate_anyone.manifest import parse_manifest
 from reelforge.animate_anyone.mlflow_rest import MlflowRest, pick_best, summarize
-from reelforge.animate_anyone.settings import AASettings, aa_settings
+from reelforge.animate_anyone.settings import AASettings, aa_manifest_queue_url, aa_settings
 from reelforge.animate_anyone.sweep import (
     SweepError,
     exp_name,
@@ -63,9 +63,13 @@ def stage_manifest(*, params: dict[str, Any], dag_id: str, run_id: str, events: 
     """Resolve the manifest (form or S3 notification), pin its version, validate, copy to the cluster."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from reelforge.sr.source import head_source, resolve_source
+    from reelforge.sr.source import further_sources, hand_back, head_source, resolve_source
 
     settings = aa_settings()
+    if further := further_sources(params.get("manifest_uri"), events):
+        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+        hand_back(SqsHook(aws_conn_id=AWS_CONN_ID).get_conn(), aa_manifest_queue_url(), further, run_id=run_id)
     try:
         source = resolve_source(params.get("manifest_uri"), events)
         if source is None:

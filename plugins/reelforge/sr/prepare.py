@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting, sr_settings
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting, sr_ingest_queue_url, sr_settings
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
-from reelforge.sr.source import head_source, resolve_source
+from reelforge.sr.source import further_sources, hand_back, head_source, resolve_source
 from reelforge.storage import InvalidSourceError, S3Object
 
 log = logging.getLogger(__name__)
@@ -21,11 +21,20 @@ def _s3_client() -> Any:
     return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
 
 
+def _sqs_client() -> Any:
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    return SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
 def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str, Any]:
     """Resolve → validate → job spec → claim. Bad input fails at once (no retry, no cluster time)."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     settings = sr_settings()
+    # first, before anything can skip or fail this run: the other uploads folded into it get runs of their own
+    if further := further_sources(params.get("source_uri"), events):
+        hand_back(_sqs_client(), sr_ingest_queue_url(), further, run_id=run_id)
     try:
         source = resolve_source(params.get("source_uri"), events)
         if source is None:

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote_plus
 
 from reelforge.storage import InvalidSourceError, S3Object, key_from_event, parse_s3_uri, validate_key
 
@@ -53,19 +54,69 @@ def sources_from_asset_events(events: Mapping[Any, Iterable[Any]] | None) -> lis
 
 
 def resolve_source(source_uri: str | None, events: Mapping[Any, Iterable[Any]] | None) -> S3Object | None:
-    """The run's source: the form's ``source_uri`` wins; else the first object of the notification.
+    """The run's source: the form's ``source_uri`` wins; else the first object of the notifications.
 
     Returns ``None`` when the run was started by a message that names no object (S3 test event).
+    The other objects of a run that Airflow folded several notifications into are
+    :func:`further_sources`; the caller hands them back to the queue (:func:`hand_back`).
     """
     if source_uri:
         return parse_s3_uri(source_uri.strip())
     sources = sources_from_asset_events(events)
-    if len(sources) > 1:
-        log.warning("one notification named %d objects; this run processes the first", len(sources))
     if not sources:
         return None
     validate_key(sources[0].key)
     return sources[0]
+
+
+def further_sources(source_uri: str | None, events: Mapping[Any, Iterable[Any]] | None) -> list[S3Object]:
+    """Objects beyond the first that this run's notifications name, each once (none for a form run).
+
+    Airflow 3 folds every asset event that arrived since the DAG's previous run into the next run, so
+    uploads that land while ``max_active_runs`` is reached, or within one scheduler loop, share a run.
+    """
+    if source_uri:
+        return []
+    sources = sources_from_asset_events(events)
+    seen = {sources[0]} if sources else set()
+    rest: list[S3Object] = []
+    for obj in sources[1:]:
+        if obj not in seen:
+            seen.add(obj)
+            rest.append(obj)
+    return rest
+
+
+def notification_body(obj: S3Object, *, handed_back_by: str) -> str:
+    """An S3 ``ObjectCreated`` notification for ``obj``, shaped as S3 sends it to SQS (key URL-encoded)."""
+    described: dict[str, Any] = {"key": quote_plus(obj.key)}
+    if obj.version_id:
+        described["versionId"] = obj.version_id
+    if obj.etag:
+        described["eTag"] = obj.etag
+    if obj.size is not None:
+        described["size"] = obj.size
+    record = {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+              "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": obj.bucket, "arn": f"arn:aws:s3:::{obj.bucket}"},
+                     "object": described},
+              "reelforge": {"handed_back_by": handed_back_by}}
+    return json.dumps({"Records": [record]})
+
+
+def hand_back(sqs_client: Any, queue_url: str | None, sources: list[S3Object], *, run_id: str) -> None:
+    """Send each object back to the ingest queue as a notification of its own, so each gets its own run.
+
+    At least once: a retried task may send twice, and the job claim turns the second into a skip.
+    Without a queue (form or poller runs) there is nowhere to send them: that is an error, not a loss.
+    """
+    if not sources:
+        return
+    if not queue_url:
+        raise RuntimeError(f"{len(sources)} further upload(s) share this run and no ingest queue is configured: "
+                           + ", ".join(o.uri for o in sources))
+    for obj in sources:
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody=notification_body(obj, handed_back_by=run_id))
+        log.info("handed %s (version %s) back to the ingest queue for a run of its own", obj.uri, obj.version_id)
 
 
 def head_source(s3_client: Any, source: S3Object, max_bytes: int) -> S3Object:

@@ -20,7 +20,13 @@ from reelforge.sr.job import (
     segment_time_limit,
     worker_env,
 )
-from reelforge.sr.source import head_source, resolve_source, sources_from_asset_events
+from reelforge.sr.source import (
+    further_sources,
+    hand_back,
+    head_source,
+    resolve_source,
+    sources_from_asset_events,
+)
 from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
 
 PARAMS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18, "ten_bit": "auto",
@@ -69,6 +75,33 @@ def test_form_uri_wins_and_bad_keys_are_refused():
     for bad in bad_uris:
         with pytest.raises(InvalidSourceError):
             parse_s3_uri(bad)
+
+
+def test_a_run_folded_from_several_uploads_hands_the_others_back_once_each():
+    # Airflow 3 puts every event since the previous run into one run: three uploads, one duplicated
+    events = asset_events(s3_event("a.mp4"), s3_event("b+c%3B.mp4", version="v7"), s3_event("a.mp4"),
+                          s3_event("d.mp4"))
+    assert resolve_source(None, events).key == "a.mp4"
+    assert [(o.key, o.version_id) for o in further_sources(None, events)] == [("b c;.mp4", "v7"), ("d.mp4", "v1")]
+    assert further_sources("s3://ingest/x.mp4", events) == []
+    assert further_sources(None, asset_events(s3_event("a.mp4"))) == []
+    assert further_sources(None, None) == []
+
+
+@mock_aws
+def test_handed_back_notifications_parse_as_the_uploads_they_name():
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="reelforge-sr-ingest-events")["QueueUrl"]
+    objs = [S3Object("ingest", "sr/incoming/a b/it's; $(x).mp4", "v2", "e1", 10), S3Object("ingest", "c.mp4")]
+    hand_back(sqs, url, objs, run_id="run-1")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert len(got) == 2
+    parsed = [sources_from_asset_events(asset_events(m["Body"]))[0] for m in got]
+    assert sorted(parsed, key=lambda o: o.key) == sorted(objs, key=lambda o: o.key)
+    assert all(json.loads(m["Body"])["Records"][0]["reelforge"]["handed_back_by"] == "run-1" for m in got)
+    hand_back(sqs, None, [], run_id="run-1")  # nothing to hand back: no queue needed
+    with pytest.raises(RuntimeError, match="no ingest queue"):
+        hand_back(sqs, None, objs, run_id="run-1")
 
 
 def test_job_id_is_deterministic_and_follows_version_and_settings():
