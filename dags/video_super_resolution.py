@@ -55,10 +55,14 @@ from reelforge.settings import (
     deadline_interval,
     retry_delay,
     sr_ingest_queue_url,
+    wait_before_defer,
 )
 
 TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
+#: A Slurm step that ends within this many seconds is watched from its task and never deferred
+#: (saves the triggerer round trip on plan/assemble and on short clips); longer ones defer.
+WAIT_BEFORE_DEFER_S = wait_before_defer(30)
 
 
 def _ingest_schedule() -> list[Asset] | None:
@@ -167,6 +171,7 @@ with DAG(
         partition=job["cpu_partition"],
         extra_args=job["slurm_args"],
         poll_interval=5,
+        wait_before_defer=WAIT_BEFORE_DEFER_S,
     )
 
     @task(multiple_outputs=True)
@@ -191,6 +196,7 @@ with DAG(
         gres=job["gpu_gres"],
         extra_args=job["slurm_args"],
         poll_interval=5,
+        wait_before_defer=WAIT_BEFORE_DEFER_S,
     )
 
     assemble_and_deliver = SlurmJobOperator(
@@ -202,6 +208,7 @@ with DAG(
         partition=job["cpu_partition"],
         extra_args=job["slurm_args"],
         poll_interval=5,
+        wait_before_defer=WAIT_BEFORE_DEFER_S,
     )
 
     @task(multiple_outputs=True)

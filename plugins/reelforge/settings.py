@@ -19,6 +19,14 @@ def retry_delay(default_seconds: int) -> timedelta:
     return timedelta(seconds=int(os.environ.get("REELFORGE_RETRY_DELAY_SECONDS", default_seconds)))
 
 
+def wait_before_defer(default_seconds: float = 30.0) -> float:
+    """Seconds a Slurm step is watched from its task before deferring (parse time).
+
+    ``REELFORGE_SLURM_WAIT_BEFORE_DEFER_SECONDS`` overrides it; 0 defers at once.
+    """
+    return float(os.environ.get("REELFORGE_SLURM_WAIT_BEFORE_DEFER_SECONDS", default_seconds))
+
+
 def deadline_interval(workflow: str = "", default_minutes: int = 360) -> timedelta:
     """How long after it is queued a run may take before the deadline alert fires.
 

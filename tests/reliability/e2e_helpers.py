@@ -44,7 +44,8 @@ def wait_for_runs(airflow, known: set[str], want: Callable[[list[dict]], bool], 
 
 
 def runs_of_key(found: list[dict], key: str) -> list[str]:
-    return [r["run_id"] for r in found if any(s.key == key for s in r["sources"])]
+    """Runs that process ``key``: their first source (prepare hands any further ones back to the queue)."""
+    return [r["run_id"] for r in found if r["sources"] and r["sources"][0].key == key]
 
 
 def s3_event(bucket: str, key: str, put: dict, size: int) -> str:

@@ -1,7 +1,8 @@
 """Issue 10, bad-input corpus: each input gets a correct plan or an early, clear error.
 
-Level A goes through what the DAG does before and in ``plan_segments`` (prepare's HEAD checks and
-job spec, then ``reelforge-sr plan`` with the arguments 01-plan.sbatch passes), in process.
+Level A goes through what the DAG does before and in ``plan_segments`` (prepare's HEAD checks, its
+ffprobe preflight over a presigned URL and the job spec, then ``reelforge-sr plan`` with the arguments
+01-plan.sbatch passes), in process. Every unusable input is refused by prepare: no Slurm job at all.
 Level B uploads the unprocessable inputs under the ingest prefix and lets the real DAG fail them.
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from reelforge.operators.slurm import slurm_job_name
 from reelforge.sr.job import build_job, worker_env
+from reelforge.sr.preflight import preflight
 from reelforge.sr.source import head_source
 from reelforge.storage import InvalidSourceError, S3Object
 from tests.e2e.test_sr_dag import DAG_ID, FORM_DEFAULTS, INGEST, local_settings, sr_dag  # noqa: F401
@@ -27,11 +29,11 @@ pytestmark = [pytest.mark.stack]
 REFUSED: dict[str, tuple[str, str] | None] = {
     "zero_byte": ("prepare", r"is empty \(0 bytes\)"),
     "non_video": ("prepare", r"does not have a video file extension"),
-    "random_bytes": ("plan", r"not a media file or corrupt"),
-    "truncated_no_moov": ("plan", r"not a media file or corrupt"),
-    "audio_only": ("plan", r"no video stream \(streams: audio\)"),
-    "declared_16k": ("plan", r"15360x8640, beyond the limit"),
-    "long_duration_few_frames": ("plan", r"inconsistent with 24 frames"),
+    "random_bytes": ("prepare", r"not a media file or corrupt"),
+    "truncated_no_moov": ("prepare", r"not a media file or corrupt"),
+    "audio_only": ("prepare", r"no video stream \(streams: audio\)"),
+    "declared_16k": ("prepare", r"15360x8640, beyond the limit"),
+    "long_duration_few_frames": ("prepare", r"inconsistent with 24 frames"),
     "one_by_one": None,
     "vfr": None,
     "rotated": None,
@@ -63,6 +65,7 @@ def plan_like_the_dag(aws, path: Path, workdir: Path, key_prefix: str) -> dict:
     key = f"{key_prefix}{path.name}"
     aws.s3.put_object(Bucket=INGEST, Key=key, Body=path.read_bytes())
     source = head_source(aws.s3, S3Object(INGEST, key), 1 << 40)
+    preflight(aws.s3, source)
     job = build_job(source, FORM_DEFAULTS, local_settings())
     env = worker_env(job, local_settings())
     workdir.mkdir()
@@ -148,7 +151,7 @@ def test_level_b_unprocessable_uploads_fail_early_with_reason_and_sns(sr_dag, aw
         assert failures[run_id]["task_id"] == failed_task
         assert re.search(message, failures[run_id]["reason"]), (name, failures[run_id]["reason"])
         assert failures[run_id]["try_number"] == 1, "a bad input must not be retried"
-        # no GPU time at all; one short CPU plan job for content errors, none for prepare's refusals
+        # no cluster time: prepare refuses every unusable upload before the first Slurm job
         assert slurm_job_name(DAG_ID, run_id, "upscale_segments") not in names, name
         plan_jobs = names.count(slurm_job_name(DAG_ID, run_id, "plan_segments"))
         assert plan_jobs == (1 if stage == "plan" else 0), (name, plan_jobs)

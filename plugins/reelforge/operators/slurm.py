@@ -103,6 +103,9 @@ class SlurmJobOperator(BaseOperator):
     :param first_poll_delay: seconds the trigger waits before its first poll (see
         :class:`~reelforge.triggers.slurm.SlurmJobTrigger`: a job that ends at once must not resume the
         task before Airflow has recorded the deferral).
+    :param wait_before_defer: seconds to watch the job from the task (every 2 s) before deferring: a
+        short job (plan, assemble) then ends the task without the triggerer's round trip and
+        ``first_poll_delay``; a longer one defers as usual. 0 defers at once.
     :param log_tail_lines: lines of each failed task's log copied into the Airflow log.
     :param max_logged_failures: failed tasks whose log tails are copied (the rest are only listed).
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
@@ -153,6 +156,7 @@ class SlurmJobOperator(BaseOperator):
         accounting: str = "auto",
         poll_interval: float = 15.0,
         first_poll_delay: float = 10.0,
+        wait_before_defer: float = 0.0,
         log_tail_lines: int = 40,
         max_logged_failures: int = 5,
         deferrable: bool = True,
@@ -177,6 +181,7 @@ class SlurmJobOperator(BaseOperator):
         self.accounting = accounting
         self.poll_interval = poll_interval
         self.first_poll_delay = first_poll_delay
+        self.wait_before_defer = wait_before_defer
         self.log_tail_lines = log_tail_lines
         self.max_logged_failures = max_logged_failures
         self.deferrable = deferrable
@@ -403,6 +408,10 @@ class SlurmJobOperator(BaseOperator):
         self, context: Any, hook: SlurmHook, run: dict[str, Any], job_id: str, sub_array: str | None
     ) -> dict[str, Any]:
         if self.deferrable:
+            if self.wait_before_defer > 0:
+                deadline = time.monotonic() + self.wait_before_defer
+                if (states := self._poll(hook, job_id, sub_array, 2.0, deadline)) is not None:
+                    return self._finish(hook, run, job_id, states)
             self.defer(
                 trigger=SlurmJobTrigger(
                     ssh_conn_id=self.ssh_conn_id,
@@ -415,6 +424,14 @@ class SlurmJobOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
+        states = self._poll(hook, job_id, sub_array, self.poll_interval, None)
+        assert states is not None  # no deadline: polls until every task is terminal
+        return self._finish(hook, run, job_id, states)
+
+    def _poll(
+        self, hook: SlurmHook, job_id: str, sub_array: str | None, interval: float, deadline: float | None
+    ) -> dict[int, TaskState] | None:
+        """Poll from the task until every task of the job is terminal (its states) or ``deadline`` (None)."""
         expected = expected_indices(sub_array)
         last = None
         errors = 0
@@ -430,7 +447,7 @@ class SlurmJobOperator(BaseOperator):
                     raise
                 self.log.warning("Polling Slurm job %s failed (%s); retrying", job_id, err)
                 hook.close()
-                time.sleep(self.poll_interval)
+                time.sleep(interval)
                 continue
             done = sum(1 for i in expected if i in states and states[i].terminal)
             counts = Counter(states[i].state if i in states else "UNKNOWN" for i in expected)
@@ -439,8 +456,10 @@ class SlurmJobOperator(BaseOperator):
                 self.log.info("Slurm job %s: %d of %d tasks done (%s)", job_id, done, len(expected), summary)
                 last = summary
             if done == len(expected):
-                return self._finish(hook, run, job_id, states)
-            time.sleep(self.poll_interval)
+                return states
+            if deadline is not None and time.monotonic() + interval > deadline:
+                return None
+            time.sleep(interval)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         run = self._run(context)

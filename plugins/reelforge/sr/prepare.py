@@ -9,6 +9,7 @@ from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting, sr_ingest_qu
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
+from reelforge.sr.preflight import preflight
 from reelforge.sr.source import further_sources, hand_back, head_source, resolve_source
 from reelforge.storage import InvalidSourceError, S3Object
 
@@ -48,6 +49,7 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
                 raise AirflowSkipException(
                     f"{source.uri} version {announced} was superseded by {latest.version_id}: the newer upload wins"
                 )
+        preflight(s3, source)  # content checks where the object lies: bad files cost no cluster time
         job = build_job(source, params, settings)
     except (InvalidSourceError, InvalidSettingsError) as err:
         raise AirflowFailException(f"invalid input: {err}") from err

@@ -61,6 +61,22 @@ def test_array_all_tasks_complete(cluster):
     assert "ArrayTaskThrottle=2" in detail
 
 
+def test_a_short_job_ends_the_task_without_deferring_and_a_long_one_defers(cluster):
+    wd = cluster.workdir("short")
+    op = _op("short", wd, array="0-1", wait_before_defer=60)
+    result = op.execute({"ti": fake_ti("short", cluster.run_id("short"))})  # no TaskDeferred raised
+    assert {t["state"] for t in result["tasks"].values()} == {"COMPLETED"}
+
+    wd2 = cluster.workdir("long")
+    env = {"WORKDIR": wd2, "MAX_SECONDS": "120"}
+    op2 = _op("long", wd2, script=script("wait_release.sbatch"), env=env, wait_before_defer=3)
+    started = time.monotonic()
+    with pytest.raises(TaskDeferred) as deferred:
+        op2.execute({"ti": fake_ti("long", cluster.run_id("long"))})
+    assert time.monotonic() - started >= 2, "deferred before its in-task window"
+    cluster.hook.run_command(["scancel", deferred.value.trigger.job_id])
+
+
 def test_failed_index_is_reported_and_a_retry_reruns_only_it(cluster, capfd):
     wd = cluster.workdir("failing")
     run_id = cluster.run_id("failing")
