@@ -153,15 +153,23 @@ def _wait_healthy(procs: dict[str, subprocess.Popen], logs: Path, timeout: float
     pytest.fail(f"Celery Airflow not healthy after {timeout:.0f}s; logs in {logs}")
 
 
+DAG_ID = "video_super_resolution"
+
+
+def _upload_and_trigger(client: LocalAirflow, aws, clip: Path, folder: str) -> tuple[str, str]:
+    """Upload ``clip`` outside the notified prefix and trigger the SR DAG on it from the form; (run id, key)."""
+    client.wait_for_dag(DAG_ID, timeout=180)
+    client.unpause(DAG_ID)
+    key = f"manual/{folder}/{uuid.uuid4().hex[:8]}.mp4"
+    aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
+    return client.trigger(DAG_ID, {"source_uri": f"s3://reelforge-ingest/{key}", "segment_seconds": 1}), key
+
+
 def test_sr_dag_runs_on_two_celery_workers(celery_airflow, aws, shared_data, tmp_path):
-    dag_id = "video_super_resolution"
-    celery_airflow.wait_for_dag(dag_id, timeout=180)
-    celery_airflow.unpause(dag_id)
+    dag_id = DAG_ID
     clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "c.mp4",
                      width=64, height=36, seconds=2.0, tone=880)
-    key = f"manual/celery/{uuid.uuid4().hex[:8]}.mp4"
-    aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
-    run_id = celery_airflow.trigger(dag_id, {"source_uri": f"s3://reelforge-ingest/{key}", "segment_seconds": 1})
+    run_id, _ = _upload_and_trigger(celery_airflow, aws, clip, "celery")
     state = celery_airflow.wait_for_run(dag_id, run_id, timeout=600)
     assert state == "success", celery_airflow.task_states(dag_id, run_id)
     tis = celery_airflow.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
@@ -181,15 +189,10 @@ def test_scheduler_and_triggerer_killed_during_a_deferred_slurm_wait(celery_stac
     Started again, the triggerer takes over the orphaned trigger, which re-attaches to the same Slurm
     job: the run succeeds with one submission and no retry, and the video is complete.
     """
-    client = celery_stack.client
-    dag_id = "video_super_resolution"
-    client.wait_for_dag(dag_id, timeout=180)
-    client.unpause(dag_id)
+    client, dag_id = celery_stack.client, DAG_ID
     clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "r.mp4",
                      width=64, height=36, seconds=3.0, tone=660)
-    key = f"manual/restart/{uuid.uuid4().hex[:8]}.mp4"
-    aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
-    run_id = client.trigger(dag_id, {"source_uri": f"s3://reelforge-ingest/{key}", "segment_seconds": 1})
+    run_id, key = _upload_and_trigger(client, aws, clip, "restart")
     deadline = time.monotonic() + 300
     while client.task_states(dag_id, run_id).get("upscale_segments") != "deferred":
         assert time.monotonic() < deadline, client.task_states(dag_id, run_id)

@@ -65,8 +65,8 @@ def plan_like_the_dag(aws, path: Path, workdir: Path, key_prefix: str) -> dict:
     key = f"{key_prefix}{path.name}"
     aws.s3.put_object(Bucket=INGEST, Key=key, Body=path.read_bytes())
     source = head_source(aws.s3, S3Object(INGEST, key), 1 << 40)
-    preflight(aws.s3, source)
     job = build_job(source, FORM_DEFAULTS, local_settings())
+    preflight(aws.s3, source)
     env = worker_env(job, local_settings())
     workdir.mkdir()
     argv = ["-q", "plan", "--source", str(path), "--workdir", str(workdir)]

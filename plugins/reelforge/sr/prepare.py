@@ -49,8 +49,8 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
                 raise AirflowSkipException(
                     f"{source.uri} version {announced} was superseded by {latest.version_id}: the newer upload wins"
                 )
-        preflight(s3, source)  # content checks where the object lies: bad files cost no cluster time
         job = build_job(source, params, settings)
+        preflight(s3, source)  # content checks where the object lies: bad files cost no cluster time
     except (InvalidSourceError, InvalidSettingsError) as err:
         raise AirflowFailException(f"invalid input: {err}") from err
 

@@ -104,3 +104,12 @@ def test_an_unreachable_endpoint_is_retried_not_refused(media):
 def test_without_ffprobe_the_check_waits_for_the_cluster(s3, monkeypatch):
     monkeypatch.setenv("REELFORGE_FFPROBE", "/nonexistent/ffprobe")
     assert pf.preflight(s3, S3Object("ingest", "in/x.mp4")) is None
+
+
+def test_the_rules_are_the_workers():
+    """preflight repeats the worker's refusal rules (Airflow does not install the worker): keep them equal."""
+    from reelforge_sr import probe as worker
+
+    assert (pf.MAX_SIDE, pf.MAX_PIXELS) == (worker.MAX_SIDE, worker.MAX_PIXELS)
+    assert pf.NOT_VIDEO_CODECS == worker.NOT_VIDEO_CODECS
+    assert pf.STILL_FORMATS.pattern == worker.STILL_FORMATS.pattern
