@@ -1,8 +1,8 @@
 """Look inside an upload before any cluster time is spent: ffprobe reads its headers over a presigned URL.
 
 ffprobe fetches only what it needs (the container header, the MP4 index wherever it lies) with HTTP
-range requests, so a 50 GB master costs a few requests. Files up to ``count_bytes`` also get their
-video packets counted, which catches a declared duration that the frames do not back up. The rules
+range requests, so a 50 GB master costs a few requests. Files up to ``COUNT_BYTES`` are read whole
+and their video packets counted, which catches a declared duration that the frames do not back up. The rules
 and messages are the worker's (``reelforge_sr.probe``); the worker still probes fully on the cluster.
 """
 
@@ -77,8 +77,11 @@ def ffprobe_url(url: str, *args: str, uri: str, timeout: float) -> dict[str, Any
     return json.loads(proc.stdout or b"{}")
 
 
-def check_probe(info: dict[str, Any], uri: str, *, packets: int | None = None) -> Preflight:
-    """Apply the worker's refusal rules to ffprobe output; raise :class:`InvalidSourceError` with its wording."""
+def check_probe(info: dict[str, Any], uri: str) -> Preflight:
+    """Apply the worker's refusal rules to ffprobe output; raise :class:`InvalidSourceError` with its wording.
+
+    Where ffprobe counted packets (``nb_read_packets``), the declared duration must match them.
+    """
     fmt, streams = info.get("format") or {}, info.get("streams") or []
     if not fmt or not streams:
         raise InvalidSourceError(f"{uri}: not a media file or corrupt (ffprobe found no streams)")
@@ -102,6 +105,7 @@ def check_probe(info: dict[str, Any], uri: str, *, packets: int | None = None) -
     duration = _float(v.get("duration")) or _float(fmt.get("duration"))
     vfr = bool(r_rate and avg_rate and abs(r_rate - avg_rate) / r_rate > Fraction(1, 100))
     fps = avg_rate if (vfr or not r_rate or r_rate > 240) and avg_rate else r_rate
+    packets = int(v["nb_read_packets"]) if str(v.get("nb_read_packets", "")).isdigit() else None
     if packets is not None and fps and duration:
         if packets <= 0:
             raise InvalidSourceError(f"{uri}: the video stream has no frames")
@@ -124,15 +128,11 @@ def preflight(s3_client: Any, source: S3Object, *, timeout: float = 120) -> Pref
     if source.version_id:
         params["VersionId"] = source.version_id
     url = s3_client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(timeout) + 300)
-    info = ffprobe_url(url, "-show_format", "-show_streams", uri=source.uri, timeout=timeout)
-    packets = None
-    if source.size is not None and source.size <= COUNT_BYTES:
-        videos = [s for s in info.get("streams") or [] if s.get("codec_type") == "video"]
-        if videos:
-            counted = ffprobe_url(url, "-count_packets", "-select_streams", str(videos[0]["index"]),
-                                  "-show_entries", "stream=nb_read_packets", uri=source.uri, timeout=timeout)
-            packets = int(((counted.get("streams") or [{}])[0]).get("nb_read_packets") or 0)
-    result = check_probe(info, source.uri, packets=packets)
+    # small files are read whole to count their packets; large ones only where ffprobe needs to look
+    count = source.size is not None and source.size <= COUNT_BYTES
+    args = ["-count_packets"] if count else []
+    info = ffprobe_url(url, *args, "-show_format", "-show_streams", uri=source.uri, timeout=timeout)
+    result = check_probe(info, source.uri)
     log.info("preflight %s: %s %dx%d, %s s, %s packets", source.uri, result.codec, result.width, result.height,
              result.duration, result.packets)
     return result
