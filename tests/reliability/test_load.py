@@ -77,6 +77,9 @@ def load_clips(shared_data, tmp_path):
             for i in range(UPLOADS)]
 
 
+# On this 2-core machine the same load has taken from 320 s to over 850 s (Airflow's own processes being
+# the throttle on the slow runs), so the wait is generous; throughput is reported, not asserted.
+@pytest.mark.timeout(1800)
 def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inbox, load_clips):  # noqa: F811
     prefix = f"sr/incoming/load-{uuid.uuid4().hex[:6]}/"
     known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
@@ -96,7 +99,7 @@ def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inb
         jobs = {key: job_for(key, put) for key, put in puts.items()}
         succeeded: Counter[str] = Counter()
         failures: list[dict] = []
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + 1500
         while len(succeeded) < len(jobs) and time.monotonic() < deadline:
             for m in sns_inbox():
                 if m.get("event") == "sr_succeeded":
