@@ -41,9 +41,6 @@ from airflow.sdk import (
     DAG,
     Asset,
     AssetWatcher,
-    AsyncCallback,
-    DeadlineAlert,
-    DeadlineReference,
     Param,
     task,
 )
@@ -54,6 +51,7 @@ from reelforge.animate_anyone.settings import (
     aa_manifest_queue_url,
     aa_poll_interval,
 )
+from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, retry_delay
 
@@ -106,14 +104,8 @@ with DAG(
     tags=["reelforge", "animate-anyone", "slurm"],
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=aa_deadline(),
-        callback=AsyncCallback(
-            "reelforge.notifiers.deadline.notify_deadline_missed",
-            kwargs={"target_arn": AA_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "animate-anyone"},
-        ),
-    ),
+    deadline=deadline_alert("animate-anyone", interval=aa_deadline(),
+                            topic_variable="reelforge_animate_anyone_topic_arn", default_topic=AA_TOPIC_ARN_DEFAULT),
     params={
         "manifest_uri": Param(
             "",

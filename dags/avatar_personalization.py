@@ -36,7 +36,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
-from airflow.sdk import DAG, Asset, AssetWatcher, AsyncCallback, DeadlineAlert, Param, task
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
 
 from reelforge.avatar.config import (
     AVATAR_TOPIC_ARN_DEFAULT,
@@ -44,7 +44,7 @@ from reelforge.avatar.config import (
     USER_TOPIC_ARN_TEMPLATE,
     selfie_queue_url,
 )
-from reelforge.deadlines import RunQueuedDeadline
+from reelforge.deadlines import deadline_alert
 from reelforge.operators.sagemaker_async import SageMakerInvokeAsyncOperator
 from reelforge.settings import AWS_CONN_ID, deadline_interval, retry_delay
 from reelforge.stylegan2.operators import ReattachingProcessingOperator
@@ -97,14 +97,9 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         max_active_runs=8,
         tags=["reelforge", "avatar"],
         default_args=default_args,
-        deadline=DeadlineAlert(
-            reference=RunQueuedDeadline(),  # = DAGRUN_QUEUED_AT, minus Airflow 3.3.2's clear bug
-            interval=deadline_interval("avatar", default_minutes=8 * 60),
-            callback=AsyncCallback(
-                "reelforge.notifiers.deadline.notify_deadline_missed",
-                kwargs={"target_arn": AVATAR_TOPIC_ARN_DEFAULT, "topic_variable": "reelforge_avatar_topic_arn",
-                        "aws_conn_id": AWS_CONN_ID, "workflow": "avatar"},
-            ),
+        deadline=deadline_alert(
+            "avatar", interval=deadline_interval("avatar", default_minutes=8 * 60),
+            topic_variable="reelforge_avatar_topic_arn", default_topic=AVATAR_TOPIC_ARN_DEFAULT,
         ) if with_deadline else None,
         params={
             "user_id": Param("", type="string", title="User id",

@@ -40,8 +40,9 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.utils.sagemaker import ApprovalStatus
-from airflow.sdk import DAG, Asset, AssetWatcher, AsyncCallback, DeadlineAlert, DeadlineReference, Param, task
+from airflow.sdk import DAG, Asset, AssetWatcher, DeadlineAlert, Param, task
 
+from reelforge.deadlines import deadline_alert
 from reelforge.settings import AWS_CONN_ID, retry_delay
 from reelforge.stylegan2.config import (
     STYLEGAN2_TOPIC_ARN_DEFAULT,
@@ -74,14 +75,8 @@ def _schedule() -> list[Asset] | None:
 
 
 def _deadline() -> DeadlineAlert:
-    return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=deadline_interval("training", default_minutes=4 * 24 * 60),
-        callback=AsyncCallback(
-            "reelforge.notifiers.deadline.notify_deadline_missed",
-            kwargs={"target_arn": STYLEGAN2_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID, "workflow": "stylegan2"},
-        ),
-    )
+    return deadline_alert("stylegan2", interval=deadline_interval("training", default_minutes=4 * 24 * 60),
+                          topic_variable="reelforge_stylegan2_topic_arn", default_topic=STYLEGAN2_TOPIC_ARN_DEFAULT)
 
 
 default_args = {

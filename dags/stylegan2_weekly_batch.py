@@ -33,8 +33,9 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
-from airflow.sdk import DAG, AsyncCallback, CronDataIntervalTimetable, DeadlineAlert, DeadlineReference, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
+from reelforge.deadlines import deadline_alert
 from reelforge.settings import AWS_CONN_ID, retry_delay
 from reelforge.stylegan2.config import STYLEGAN2_TOPIC_ARN_DEFAULT, TOPIC_ARN_TEMPLATE, deadline_interval
 from reelforge.stylegan2.operators import ReattachingProcessingOperator
@@ -79,14 +80,9 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         max_active_runs=2,
         tags=["reelforge", "stylegan2"],
         default_args=default_args,
-        deadline=DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT,
-            interval=deadline_interval("weekly", default_minutes=12 * 60),
-            callback=AsyncCallback(
-                "reelforge.notifiers.deadline.notify_deadline_missed",
-                kwargs={"target_arn": STYLEGAN2_TOPIC_ARN_DEFAULT, "aws_conn_id": AWS_CONN_ID,
-                        "workflow": "stylegan2-weekly"},
-            ),
+        deadline=deadline_alert(
+            "stylegan2-weekly", interval=deadline_interval("weekly", default_minutes=12 * 60),
+            topic_variable="reelforge_stylegan2_topic_arn", default_topic=STYLEGAN2_TOPIC_ARN_DEFAULT,
         ) if with_deadline else None,
     ) as dag:
 

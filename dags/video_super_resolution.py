@@ -2,9 +2,10 @@
 ### Video super-resolution (ReelForge's main job)
 
 **Owner:** media-platform · **Trigger:** an upload under the ingest prefix (S3 → SQS notification →
-asset watcher), the `video_sr_ingest_poller` DAG where notifications are not set up, or the form
-below. **Runs on:** the Slurm cluster behind the `slurm_ssh` connection (ParallelCluster in
-production); Airflow only launches and watches the work.
+asset watcher); the `video_sr_reconciler` DAG starts a run for any upload no notification's run
+picked up (lost, stranded or switched-off notifications); or the form below. **Runs on:** the
+Slurm cluster behind the `slurm_ssh` connection (ParallelCluster in production); Airflow only
+launches and watches the work.
 
 | step | where | what |
 |---|---|---|
@@ -40,13 +41,11 @@ from airflow.sdk import (
     DAG,
     Asset,
     AssetWatcher,
-    AsyncCallback,
-    DeadlineAlert,
     Param,
     task,
 )
 
-from reelforge.deadlines import RunQueuedDeadline
+from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
@@ -66,7 +65,7 @@ WAIT_BEFORE_DEFER_S = wait_before_defer(30)
 
 
 def _ingest_schedule() -> list[Asset] | None:
-    """Event-driven when the ingest queue is configured; otherwise manual / poller-triggered."""
+    """Event-driven when the ingest queue is configured; otherwise started by the reconciler or the form."""
     queue_url = sr_ingest_queue_url()
     if not queue_url:
         return None
@@ -108,15 +107,8 @@ with DAG(
     tags=["reelforge", "super-resolution", "slurm"],
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
-    deadline=DeadlineAlert(
-        reference=RunQueuedDeadline(),  # = DAGRUN_QUEUED_AT, minus Airflow 3.3.2's clear bug
-        interval=deadline_interval("sr", default_minutes=360),
-        callback=AsyncCallback(
-            "reelforge.notifiers.deadline.notify_deadline_missed",
-            kwargs={"target_arn": SR_TOPIC_ARN_DEFAULT, "topic_variable": "reelforge_sr_topic_arn",
-                    "aws_conn_id": AWS_CONN_ID, "workflow": "sr"},
-        ),
-    ),
+    deadline=deadline_alert("sr", interval=deadline_interval("sr", default_minutes=360),
+                            topic_variable="reelforge_sr_topic_arn", default_topic=SR_TOPIC_ARN_DEFAULT),
     params={
         "source_uri": Param(
             "",

@@ -112,6 +112,9 @@ class LocalAirflow:
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
         if run_id:

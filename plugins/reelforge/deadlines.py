@@ -29,3 +29,21 @@ class RunQueuedDeadline(BaseDeadlineReference):
         if run is None:
             return None
         return run.queued_at or run.run_after or run.start_date
+
+
+def deadline_alert(workflow: str, *, interval: Any, topic_variable: str, default_topic: str) -> Any:
+    """The one deadline every DAG uses: :class:`RunQueuedDeadline` plus an SNS alert to the workflow's
+    topic, read from ``topic_variable`` when the alert fires (``default_topic`` only where it is unset)."""
+    from airflow.sdk import AsyncCallback, DeadlineAlert
+
+    from reelforge.settings import AWS_CONN_ID
+
+    return DeadlineAlert(
+        reference=RunQueuedDeadline(),
+        interval=interval,
+        callback=AsyncCallback(
+            "reelforge.notifiers.deadline.notify_deadline_missed",
+            kwargs={"target_arn": default_topic, "topic_variable": topic_variable, "aws_conn_id": AWS_CONN_ID,
+                    "workflow": workflow},
+        ),
+    )

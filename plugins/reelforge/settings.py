@@ -48,6 +48,14 @@ def sr_ingest_queue_url() -> str | None:
     return os.environ.get("REELFORGE_SR_INGEST_QUEUE_URL") or None
 
 
+def sr_reconcile_interval() -> timedelta:
+    """How often the SR reconciler lists the ingest prefix (parse time; ``REELFORGE_SR_RECONCILE_SECONDS``).
+
+    A lost notification is recovered within this period plus the grace period.
+    """
+    return timedelta(seconds=int(os.environ.get("REELFORGE_SR_RECONCILE_SECONDS", 300)))
+
+
 #: Tags a DAG may carry (the integrity test holds every DAG to this list).
 DAG_TAGS = frozenset(
     {"reelforge", "slurm", "super-resolution", "stylegan2", "avatar", "animate-anyone", "maintenance",
@@ -81,7 +89,8 @@ class SRSettings:
     gpu_gres: str
     array_throttle: int
     max_source_bytes: int
-
+    reconcile_grace_seconds: int = 120
+    reconcile_overlap_seconds: int = 12 * 3600
 
 
 def sr_settings() -> SRSettings:
@@ -101,4 +110,6 @@ def sr_settings() -> SRSettings:
         gpu_gres=setting("reelforge_sr_gpu_gres", ""),
         array_throttle=int(setting("reelforge_sr_array_throttle", "8")),
         max_source_bytes=int(setting("reelforge_sr_max_source_bytes", str(50 * 1024**3))),
+        reconcile_grace_seconds=int(setting("reelforge_sr_reconcile_grace_seconds", "120")),
+        reconcile_overlap_seconds=int(setting("reelforge_sr_reconcile_overlap_seconds", str(12 * 3600))),
     )

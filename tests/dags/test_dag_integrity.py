@@ -57,3 +57,20 @@ def test_no_heavy_imports_at_top_level(path):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
         for name in names:
             assert name.split(".")[0] not in HEAVY_MODULES, f"{path.name} imports {name} at top level"
+
+
+def test_every_deadline_uses_our_reference_and_a_configurable_topic(dagbag):
+    """Airflow 3.3.2 cannot clear runs of a DAG with DAGRUN_QUEUED_AT (reelforge/deadlines.py), and an
+    alert must go to the topic the deployment configures, never only to a default ARN."""
+    from reelforge.deadlines import RunQueuedDeadline
+
+    with_deadlines = 0
+    for dag_id, dag in dagbag.dags.items():
+        alerts = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline] if dag.deadline else []
+        for alert in alerts:
+            with_deadlines += 1
+            assert isinstance(alert.reference, RunQueuedDeadline), f"{dag_id}: deadline measured from {alert.reference}"
+            kwargs = alert.callback.kwargs
+            assert kwargs.get("topic_variable", "").endswith("_topic_arn"), f"{dag_id}: alert topic is not configurable"
+            assert kwargs.get("workflow"), dag_id
+    assert with_deadlines >= 4

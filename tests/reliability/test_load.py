@@ -1,9 +1,10 @@
-"""Issue 10, load: 30 uploads within a minute through the real notification path.
+"""Load: a burst of uploads through the real notification path, with the reconciler on as in production.
 
 Every upload must be processed exactly once (one plan job, one delivery, one SNS success) while the
-Slurm cluster is the throttle, and the scheduler must stay responsive. The figures (throughput, the
-longest queues, API latency) are printed and written to ``logs/load-test.json`` in the stack's state
-directory; this is a correctness test under load, not a benchmark.
+Slurm cluster is the throttle, and the scheduler must stay responsive. CI runs a bounded burst (12
+uploads in 20 s); ``bench/load.py`` runs the full one (30 in a minute) through this same test. The
+figures (throughput, upload→delivery p50/p95, the longest queues, API latency) are printed and
+written to ``logs/load-test.json`` in the stack's state directory; nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.conftest import RECONCILER
 from tests.e2e.test_sr_dag import DAG_ID, INGEST, job_for, sr_dag  # noqa: F401
 from tests.media_utils import make_clip
 from tests.reliability.e2e_helpers import delete_versions, run_sources
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.load]
-UPLOADS = int(os.environ.get("REELFORGE_LOAD_UPLOADS", "30"))
-WINDOW_S = 60.0
+UPLOADS = int(os.environ.get("REELFORGE_LOAD_UPLOADS", "12"))
+WINDOW_S = float(os.environ.get("REELFORGE_LOAD_WINDOW_S", "20"))
 
 
 class Sampler(threading.Thread):
@@ -77,15 +79,22 @@ def load_clips(shared_data, tmp_path):
             for i in range(UPLOADS)]
 
 
-# On this 2-core machine the same load has taken from 320 s to over 850 s (Airflow's own processes being
-# the throttle on the slow runs), so the wait is generous; throughput is reported, not asserted.
-@pytest.mark.timeout(1800)
-def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inbox, load_clips):  # noqa: F811
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
+# The wait scales with the burst: on this shared 2-core machine 30 uploads have taken 320 s to 850 s.
+@pytest.mark.timeout(300 + 50 * UPLOADS)
+def test_a_burst_of_uploads_is_each_processed_once(sr_dag, aws, sns_inbox, load_clips):  # noqa: F811
     prefix = f"sr/incoming/load-{uuid.uuid4().hex[:6]}/"
     known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
+    sr_dag.unpause(RECONCILER)  # production has it on: it recovers the events Airflow strands under load
     sampler = Sampler(sr_dag.base_url)
     sampler.start()
     puts: dict[str, dict] = {}
+    put_at: dict[str, float] = {}
+    delivered_after: dict[str, float] = {}
     try:
         start = time.monotonic()
         for i, clip in enumerate(load_clips):
@@ -93,22 +102,29 @@ def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inb
             time.sleep(max(0.0, start + i * (WINDOW_S - 5) / UPLOADS - time.monotonic()))
             key = f"{prefix}clip-{i:02d}.mp4"
             puts[key] = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
+            put_at[key] = time.monotonic()
         uploaded_s = time.monotonic() - start
         assert uploaded_s <= WINDOW_S, uploaded_s
 
         jobs = {key: job_for(key, put) for key, put in puts.items()}
+        key_of = {j["job_id"]: k for k, j in jobs.items()}
         succeeded: Counter[str] = Counter()
         failures: list[dict] = []
-        deadline = time.monotonic() + 1500
+        deadline = time.monotonic() + 200 + 45 * UPLOADS
         while len(succeeded) < len(jobs) and time.monotonic() < deadline:
             for m in sns_inbox():
                 if m.get("event") == "sr_succeeded":
                     succeeded[m.get("job_id")] += 1
+                    if (key := key_of.get(m.get("job_id"))) and key not in delivered_after:
+                        delivered_after[key] = time.monotonic() - put_at[key]
                 elif m.get("event") == "sr_failed":
                     failures.append(m)
             time.sleep(2)
         wall_s = time.monotonic() - start
+        time.sleep(5)  # a late duplicate would announce itself now
+        succeeded.update(m.get("job_id") for m in sns_inbox() if m.get("event") == "sr_succeeded")
     finally:
+        sr_dag.pause(RECONCILER)
         sampler.stop.set()
         sampler.join(timeout=60)
 
@@ -125,11 +141,14 @@ def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inb
     for run in sr_dag.runs(DAG_ID):
         if run["dag_run_id"] not in known and run.get("start_date"):
             sources = run_sources(sr_dag, run["dag_run_id"])
-            if sources and sources[0].key.startswith(prefix):
+            uri = (run.get("conf") or {}).get("source_uri") or ""
+            if (sources and sources[0].key.startswith(prefix)) or uri.startswith(f"s3://{INGEST}/{prefix}"):
                 ours[run["dag_run_id"]] = sources
     worked = [r for r in ours if sr_dag.task_states(DAG_ID, r).get("plan_segments") == "success"]
     assert len(worked) == len(jobs), f"{len(worked)} runs did cluster work for {len(jobs)} uploads"
     folded = sum(1 for sources in ours.values() if len(sources) > 1)
+    reconciled = [r for r in ours if r.startswith("reconcile__")]
+    latency = list(delivered_after.values())
 
     # the scheduler stayed responsive: the API answered and the scheduler heartbeat stayed fresh
     errors = [s for s in sampler.samples if "error" in s]
@@ -140,7 +159,11 @@ def test_thirty_uploads_in_a_minute_are_each_processed_once(sr_dag, aws, sns_inb
     figures = {
         "uploads": len(jobs), "upload_window_s": round(uploaded_s, 1), "wall_s": round(wall_s, 1),
         "throughput_videos_per_min": round(60 * len(jobs) / wall_s, 2),
+        "upload_to_delivery_p50_s": round(percentile(latency, 0.5), 1),
+        "upload_to_delivery_p95_s": round(percentile(latency, 0.95), 1),
+        "upload_to_delivery_max_s": round(max(latency), 1),
         "runs": len(ours), "runs_with_cluster_work": len(worked), "runs_folded_from_several_uploads": folded,
+        "runs_started_by_the_reconciler": len(reconciled),
         "max_runs_queued": sampler.peak("runs_queued"), "max_runs_running": sampler.peak("runs_running"),
         "max_slurm_pending": sampler.peak("slurm_pending"), "max_slurm_running": sampler.peak("slurm_running"),
         "max_health_latency_s": round(sampler.peak("health_s"), 2),

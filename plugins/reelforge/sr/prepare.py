@@ -10,7 +10,8 @@ from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
 from reelforge.sr.preflight import preflight
-from reelforge.sr.source import further_sources, hand_back, head_source, resolve_source
+from reelforge.sr.reconcile import sr_ledger
+from reelforge.sr.source import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
 from reelforge.storage import InvalidSourceError, S3Object
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
             raise AirflowSkipException("the notification names no object (e.g. s3:TestEvent): nothing to do")
         s3 = _s3_client()
         announced = source.version_id
-        source = head_source(s3, source, settings.max_source_bytes)
+        source = pin_source(s3, source)
+        # whatever happens next, this upload version has been picked up: the reconciler leaves it alone
+        sr_ledger(settings).record(s3, source, run_id)
+        check_size(source, settings.max_source_bytes)
         if announced and not params.get("source_uri"):
             latest = head_source(s3, S3Object(source.bucket, source.key), settings.max_source_bytes)
             if latest.version_id and latest.version_id != announced:

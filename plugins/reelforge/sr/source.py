@@ -119,8 +119,8 @@ def hand_back(sqs_client: Any, queue_url: str | None, sources: list[S3Object], *
         log.info("handed %s (version %s) back to the ingest queue for a run of its own", obj.uri, obj.version_id)
 
 
-def head_source(s3_client: Any, source: S3Object, max_bytes: int) -> S3Object:
-    """Pin the exact object version and check its size before any cluster time is spent."""
+def pin_source(s3_client: Any, source: S3Object) -> S3Object:
+    """HEAD the object (the announced version, else the latest): its version, ETag and size."""
     kwargs: dict[str, str] = {"Bucket": source.bucket, "Key": source.key}
     if source.version_id:
         kwargs["VersionId"] = source.version_id
@@ -131,15 +131,24 @@ def head_source(s3_client: Any, source: S3Object, max_bytes: int) -> S3Object:
         if code in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
             raise InvalidSourceError(f"{source.uri} does not exist (or that version was deleted)") from err
         raise
-    size = int(head["ContentLength"])
-    if size == 0:
-        raise InvalidSourceError(f"{source.uri} is empty (0 bytes)")
-    if size > max_bytes:
-        raise InvalidSourceError(f"{source.uri} is {size} bytes, over the limit of {max_bytes}")
     return S3Object(
         bucket=source.bucket,
         key=source.key,
         version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
         etag=str(head.get("ETag", "")).strip('"') or None,
-        size=size,
+        size=int(head["ContentLength"]),
     )
+
+
+def check_size(source: S3Object, max_bytes: int) -> S3Object:
+    """Refuse empty and over-large objects before any cluster time is spent."""
+    if not source.size:
+        raise InvalidSourceError(f"{source.uri} is empty (0 bytes)")
+    if source.size > max_bytes:
+        raise InvalidSourceError(f"{source.uri} is {source.size} bytes, over the limit of {max_bytes}")
+    return source
+
+
+def head_source(s3_client: Any, source: S3Object, max_bytes: int) -> S3Object:
+    """Pin the exact object version and check its size before any cluster time is spent."""
+    return check_size(pin_source(s3_client, source), max_bytes)

@@ -1,0 +1,66 @@
+"""The SR reconciler's pass: uploads under the ingest prefix that no run picked up get a run of their own."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads
+from reelforge.settings import AWS_CONN_ID, SRSettings, setting, sr_settings
+from reelforge.storage import InvalidSourceError, S3Object, source_extension, validate_key
+
+log = logging.getLogger(__name__)
+WATERMARK_VARIABLE = "reelforge_sr_reconcile_watermark"
+
+
+def sr_ledger(settings: SRSettings) -> Ledger:
+    """Beside the claims: ``s3://<output bucket>/<output prefix>_intake/``."""
+    return Ledger(settings.output_bucket, f"{settings.output_prefix.rstrip('/')}/_intake/")
+
+
+def refusal(obj: S3Object) -> str | None:
+    """Why prepare would refuse this key outright (it then never records it), else ``None``."""
+    try:
+        validate_key(obj.key)
+        source_extension(obj.key)
+    except InvalidSourceError as err:
+        return str(err)
+    return None
+
+
+def find_unhandled(s3_client: Any, settings: SRSettings, watermark: datetime | None,
+                   now: datetime | None = None) -> tuple[list[dict[str, Any]], datetime]:
+    """Trigger kwargs (one ``{"trigger_run_id", "conf"}`` per unhandled upload) and the next watermark."""
+    window = Window.after(watermark, now=now or datetime.now(UTC),
+                          grace=timedelta(seconds=settings.reconcile_grace_seconds),
+                          overlap=timedelta(seconds=settings.reconcile_overlap_seconds))
+    lost = unhandled_uploads(s3_client, bucket=settings.ingest_bucket, prefix=settings.ingest_prefix,
+                             ledger=sr_ledger(settings), window=window, accept=refusal)
+    for obj in lost:
+        log.warning("no run picked up %s (ETag %s): starting %s", obj.uri, obj.etag, reconcile_run_id(obj))
+    log.info("checked uploads in [%s, %s): %d without a run", window.start.isoformat(), window.end.isoformat(),
+             len(lost))
+    kwargs = [{"trigger_run_id": reconcile_run_id(obj), "conf": {"source_uri": obj.uri}} for obj in lost]
+    return kwargs, window.end
+
+
+def reconcile_pass() -> dict[str, Any]:
+    """Task body: list, compare with the ledger, and return what to trigger plus the watermark to commit."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    settings = sr_settings()
+    watermark = parse_watermark(setting(WATERMARK_VARIABLE, ""))
+    runs, next_mark = find_unhandled(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings, watermark)
+    return {"runs": runs, "watermark": next_mark.isoformat()}
+
+
+def commit_watermark(value: str) -> None:
+    """Advance the watermark once every run of the pass exists (never moves it back)."""
+    from airflow.sdk import Variable
+
+    new = parse_watermark(value)
+    old = parse_watermark(setting(WATERMARK_VARIABLE, ""))
+    if new and (old is None or new > old):
+        Variable.set(WATERMARK_VARIABLE, new.isoformat())
+        log.info("watermark %s → %s", old, new)
