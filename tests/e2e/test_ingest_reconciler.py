@@ -66,7 +66,8 @@ def test_lost_and_repeated_notifications_still_deliver_every_upload_once(reconci
             key = f"{prefix}twice-{i}.mp4"
             put_at[key] = time.time()
             puts[key] = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clips[i].read_bytes())
-            aws.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody=s3_event(INGEST, key, puts[key], clips[i].stat().st_size))
+            body = s3_event(INGEST, key, puts[key], clips[i].stat().st_size)
+            aws.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody=body)
 
         jobs = {key: job_for(key, put) for key, put in puts.items()}
         succeeded: Counter[str] = Counter()
@@ -83,7 +84,8 @@ def test_lost_and_repeated_notifications_still_deliver_every_upload_once(reconci
         assert not missing, f"never delivered: {missing}"
         assert {k: succeeded[j["job_id"]] for k, j in jobs.items()} == dict.fromkeys(jobs, 1)
         for key, job in jobs.items():
-            versions = aws.s3.list_object_versions(Bucket="reelforge-output", Prefix=f"{job['output_prefix']}report.json")
+            report = f"{job['output_prefix']}report.json"
+            versions = aws.s3.list_object_versions(Bucket="reelforge-output", Prefix=report)
             assert len(versions.get("Versions", [])) == 1, key
 
         # each lost upload: exactly one SR run, the reconciler's, named after the upload version
