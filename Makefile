@@ -1,4 +1,4 @@
-# ReelForge — the two commands the README gives are `make demo` and `make test`.
+# ReelForge — the two commands the README gives are `make demo` and `make test`; `make unit` is the fast tier.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV ?= .venv
@@ -22,7 +22,13 @@ down:  ## stop the local stack
 demo: stack  ## run the super-resolution DAG end to end on a sample clip (CLIP=path to choose one)
 	source $(ENV) && $(PY) scripts/demo.py $(if $(CLIP),--clip "$(CLIP)")
 
-lint: stack  ## ruff
+venv:  ## only the project venv and the Debian packages the unit tests need (starts no daemon)
+	bash scripts/local-stack venv
+
+unit: venv  ## the fast tier, no local stack: every test not marked `stack` (no daemon, no network; ~2.5 min)
+	REELFORGE_STACK=off $(PY) -m pytest -m "not stack" --durations=15 $(PYTEST_ARGS)
+
+lint: venv  ## ruff (needs only the venv)
 	$(VENV)/bin/ruff check .
 
 test: stack  ## lint + the whole test suite on the local stack (what CI runs)
@@ -38,4 +44,4 @@ images:  ## build every containers/<name> image locally (push to ECR: scripts/pu
 airflow: stack  ## Airflow UI on http://127.0.0.1:8080 (airflow standalone)
 	bash scripts/local-stack airflow
 
-.PHONY: help stack status down demo lint test bench images airflow
+.PHONY: help stack status down demo venv unit lint test bench images airflow

@@ -1,16 +1,30 @@
-"""Shared test setup: load the local stack's environment and locate shared data."""
+"""Shared test setup: load the local stack's environment (unless ``REELFORGE_STACK=off``) and locate shared data.
+
+``REELFORGE_STACK=off`` is the unit tier (``make unit``): env.sh is not read, variables a sourced env.sh left
+behind are dropped and Airflow gets a throwaway home, so a test that needs the stack fails instead of using it.
+The skip policy (``tests/skip_policy.py``) makes skips fail the run under ``CI=true``.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.skip_policy", "pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
 ENV_FILE = STATE / "env.sh"
+NO_STACK = os.environ.get("REELFORGE_STACK", "").strip().lower() == "off"
+# Where the checkout and the shared data are: not the stack, the unit tier keeps them.
+KEEP_WITHOUT_STACK = {"REELFORGE_ROOT", "REELFORGE_STACK", "REELFORGE_SHARED_DATA", "REELFORGE_MODEL_DIR",
+                      "REELFORGE_SAMPLES_DIR"}
 
 
 def _load_stack_env() -> bool:
@@ -31,16 +45,33 @@ def _load_stack_env() -> bool:
     return True
 
 
-STACK_ENV = _load_stack_env()
+def _drop_stack_env() -> None:
+    """Forget the stack's endpoints, connections and Airflow settings; Airflow gets an empty temp home."""
+    for key in list(os.environ):
+        if key.startswith(("AIRFLOW", "REELFORGE")) and key not in KEEP_WITHOUT_STACK:
+            del os.environ[key]
+    home = tempfile.mkdtemp(prefix="reelforge-unit-airflow-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ["AIRFLOW_HOME"] = home
 
 
-def pytest_collection_modifyitems(config, items):
-    if STACK_ENV:
+if NO_STACK:
+    _drop_stack_env()
+STACK_ENV = not NO_STACK and _load_stack_env()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A `stack` test without the stack's env skips, or fails under CI (never a silent pass there)."""
+    if STACK_ENV or "stack" not in item.keywords:
         return
-    skip = pytest.mark.skip(reason="local stack not set up: run `scripts/local-stack up` (make test does)")
-    for item in items:
-        if "stack" in item.keywords:
-            item.add_marker(skip)
+    why = ("REELFORGE_STACK=off (the unit tier)" if NO_STACK
+           else f"local stack not set up ({ENV_FILE} missing): run `scripts/local-stack up` (make test does)")
+    from tests.skip_policy import ci_enforced  # imported by pytest_plugins first, for assertion rewriting
+
+    if ci_enforced():
+        pytest.fail(f"CI: a `stack` test cannot run: {why}", pytrace=False)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
