@@ -56,13 +56,18 @@ def key_from_event(raw_key: str) -> str:
 
 
 def validate_key(key: str) -> None:
-    """Refuse keys we will not process: empty, folder markers, control characters, over-long."""
+    """Refuse keys we will not process: empty, folder markers, control characters, over-long, and the
+    path shapes the cluster's worker refuses (``reelforge_sr.s3io.validate_key``; a test keeps the two
+    rule sets equal): a leading ``/`` or an empty, ``.`` or ``..`` segment."""
     if not key or key.endswith("/"):
         raise InvalidSourceError(f"not an object key: {key!r}")
     if len(key.encode()) > MAX_KEY_BYTES:
         raise InvalidSourceError(f"key longer than {MAX_KEY_BYTES} bytes")
     if _CONTROL.search(key):
         raise InvalidSourceError(f"key contains control characters (newline, NUL, ...): {key!r}")
+    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidSourceError(f"key {key!r} has a leading '/' or an empty, '.' or '..' path segment, "
+                                 "which the cluster's storage layer refuses")
 
 
 def source_extension(key: str) -> str:

@@ -39,6 +39,7 @@ def test_hostile_keys_through_the_dag_are_never_executed(sr_dag, aws, sns_inbox,
     hostile = (f"sr/incoming/security-{tag}/it's \"q\"; {touch}; $({touch}) `{touch}` | {touch} & "
                f"> out < in \\ $HOME %s %j {{}} *.mp4")
     newline = f"sr/incoming/security-{tag}/line\n{touch}.mp4"
+    dotdot = f"sr/incoming/security-{tag}/../../escape.mp4"  # the worker refuses it: so must prepare (issue 21)
     # a real (tiny) video: the hostile key travels through S3 events, SSH, sbatch, every Slurm step and
     # the delivery; the newline key is refused by prepare
     body = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4",
@@ -49,10 +50,13 @@ def test_hostile_keys_through_the_dag_are_never_executed(sr_dag, aws, sns_inbox,
         # moto refuses a newline in a key (real S3 allows it): deliver its notification by hand
         aws.sqs.send_message(QueueUrl=os.environ["REELFORGE_SR_INGEST_QUEUE_URL"],
                              MessageBody=s3_event(INGEST, newline, {"ETag": '"0"'}, 4096))
-        found = wait_for_runs(sr_dag, known, lambda f: runs_of_key(f, hostile) and runs_of_key(f, newline))
-        (run,), (run_nl,) = runs_of_key(found, hostile), runs_of_key(found, newline)
+        aws.sqs.send_message(QueueUrl=os.environ["REELFORGE_SR_INGEST_QUEUE_URL"],
+                             MessageBody=s3_event(INGEST, dotdot, {"ETag": '"0"'}, 4096))
+        found = wait_for_runs(sr_dag, known, lambda f: all(runs_of_key(f, k) for k in (hostile, newline, dotdot)))
+        (run,), (run_nl,), (run_dd,) = (runs_of_key(found, k) for k in (hostile, newline, dotdot))
         assert sr_dag.wait_for_run(DAG_ID, run, timeout=300) == "success", sr_dag.task_states(DAG_ID, run)
         assert sr_dag.wait_for_run(DAG_ID, run_nl, timeout=180) == "failed"
+        assert sr_dag.wait_for_run(DAG_ID, run_dd, timeout=180) == "failed"
     finally:
         delete_versions(aws.s3, f"sr/incoming/security-{tag}/")
 
@@ -64,12 +68,14 @@ def test_hostile_keys_through_the_dag_are_never_executed(sr_dag, aws, sns_inbox,
     assert digest == hashlib.sha256(body).hexdigest()
     delivered = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=job["output_prefix"]).get("Contents", [])
     assert any(o["Key"].endswith("report.json") for o in delivered), "the hostile key's video was not delivered"
-    # the newline key is refused by prepare: no Slurm job at all
-    assert sr_dag.task_states(DAG_ID, run_nl)["prepare"] == "failed"
-    assert "contains control characters" in task_log(run_nl, "prepare")
-    assert slurm_job_name(DAG_ID, run_nl, "plan_segments") not in slurm_job_names()
+    # the newline and '..' keys are refused by prepare, at the first try and with the reason: no Slurm job at all
     failures = {m["run_id"]: m for m in sns_inbox() if m.get("event") == "sr_failed"}
-    assert run_nl in failures and run not in failures
+    assert run not in failures
+    for refused, why in ((run_nl, "contains control characters"), (run_dd, "'..' path segment")):
+        assert sr_dag.task_states(DAG_ID, refused)["prepare"] == "failed"
+        assert why in task_log(refused, "prepare")
+        assert slurm_job_name(DAG_ID, refused, "plan_segments") not in slurm_job_names()
+        assert why in failures[refused]["reason"] and failures[refused]["try_number"] == 1
 
     for marker in markers + [Path(job["workdir"]) / f"rf-pwned-{tag}", Path(job["workdir"]) / "input" / "in"]:
         assert not marker.exists(), f"{marker} exists: part of a key was executed"

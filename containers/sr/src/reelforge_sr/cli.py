@@ -20,7 +20,7 @@ from typing import Any
 
 from reelforge_sr import __version__
 from reelforge_sr.atomic import write_bytes
-from reelforge_sr.errors import ProbeError, ReelForgeError
+from reelforge_sr.errors import ReelForgeError
 
 log = logging.getLogger("reelforge_sr")
 FAILURE_NAME = "failure"
@@ -181,10 +181,10 @@ def _main(args: argparse.Namespace) -> int:
         result = _run(args)
     except ReelForgeError as exc:
         print(f"reelforge-sr {args.command}: error: {exc}", file=sys.stderr)
-        if isinstance(exc, ProbeError) and args.command in ("probe", "plan"):
-            # Issue 10: the source itself is unusable. This line tells the Slurm operator that a
-            # retry cannot help (it fails the task at once, with this reason) instead of re-running
-            # the plan job three more times on the cluster.
+        if exc.permanent:
+            # The input itself is unusable (bad media, bad key, missing object). This line tells the
+            # Slurm operator that a retry cannot help: it fails the task at once, with this reason,
+            # instead of re-running the job three more times on the cluster.
             print(f"{PERMANENT_FAILURE_MARKER}{exc}", file=sys.stderr)
         _write_failure(args, str(exc))
         return 1

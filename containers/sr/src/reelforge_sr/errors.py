@@ -2,11 +2,19 @@
 
 
 class ReelForgeError(RuntimeError):
-    """Base class: a clear, expected failure (bad input, missing weights, encoder error...)."""
+    """Base class: a clear, expected failure (bad input, missing weights, encoder error...).
+
+    ``permanent`` says that running the same step again cannot help (the input itself is unusable);
+    the CLI then tells Slurm's caller so, and the task fails once, without retries.
+    """
+
+    permanent = False
 
 
 class ProbeError(ReelForgeError):
     """The source is not a usable video (empty, corrupt, no video stream, absurd size...)."""
+
+    permanent = True
 
 
 class PlanError(ReelForgeError):
@@ -26,4 +34,10 @@ class AssembleError(ReelForgeError):
 
 
 class StorageError(ReelForgeError):
-    """S3 fetch/deliver failed or a key is not acceptable."""
+    """S3 fetch/deliver failed (transient: the network, S3 or the node may recover)."""
+
+
+class UnusableObjectError(StorageError):
+    """The key, URI or object itself cannot be used (bad key, missing, empty, too large): permanent."""
+
+    permanent = True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reelforge_sr.atomic import fsync_dir, read_json, write_json
-from reelforge_sr.errors import StorageError
+from reelforge_sr.errors import StorageError, UnusableObjectError
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -43,26 +43,26 @@ def validate_key(key: str, *, allow_empty: bool = False, what: str = "key") -> s
     if not key:
         if allow_empty:
             return key
-        raise StorageError(f"S3 {what} is empty")
+        raise UnusableObjectError(f"S3 {what} is empty")
     if len(key.encode()) > 1024:
-        raise StorageError(f"S3 {what} is longer than 1024 bytes")
+        raise UnusableObjectError(f"S3 {what} is longer than 1024 bytes")
     if CONTROL_RE.search(key):
-        raise StorageError(f"S3 {what} {key!r} contains control characters")
+        raise UnusableObjectError(f"S3 {what} {key!r} contains control characters")
     if key.startswith("/"):
-        raise StorageError(f"S3 {what} {key!r} starts with '/'")
+        raise UnusableObjectError(f"S3 {what} {key!r} starts with '/'")
     parts = key.rstrip("/").split("/") if key.endswith("/") else key.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise StorageError(f"S3 {what} {key!r} has an empty, '.' or '..' path segment")
+        raise UnusableObjectError(f"S3 {what} {key!r} has an empty, '.' or '..' path segment")
     return key
 
 
 def parse_s3_uri(uri: str, *, prefix: bool = False) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key); the key is not URL-decoded."""
     if not uri.startswith("s3://"):
-        raise StorageError(f"{uri!r} is not an s3:// URI")
+        raise UnusableObjectError(f"{uri!r} is not an s3:// URI")
     bucket, _, key = uri[5:].partition("/")
     if not BUCKET_RE.match(bucket) or ".." in bucket:
-        raise StorageError(f"{bucket!r} is not a valid bucket name")
+        raise UnusableObjectError(f"{bucket!r} is not a valid bucket name")
     if prefix and key and not key.endswith("/"):
         key += "/"
     return bucket, validate_key(key, allow_empty=prefix, what="prefix" if prefix else "key")
@@ -83,7 +83,7 @@ def head(client: Any, bucket: str, key: str, version_id: str | None = None) -> d
             decoded = urllib.parse.unquote_plus(key)
             if decoded != key:
                 hint = f" (if the key came URL-encoded from an S3 event, decode it first: {decoded!r})"
-            raise StorageError(f"s3://{bucket}/{key} not found{hint}") from exc
+            raise UnusableObjectError(f"s3://{bucket}/{key} not found{hint}") from exc
         raise StorageError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
 
 
@@ -97,9 +97,9 @@ def fetch(uri: str, dest: str | Path, *, version_id: str | None = None,
     size, etag = int(info["ContentLength"]), str(info.get("ETag", "")).strip('"')
     version = info.get("VersionId") if info.get("VersionId") not in (None, "null") else None
     if size == 0:
-        raise StorageError(f"s3://{bucket}/{key} is empty (0 bytes)")
+        raise UnusableObjectError(f"s3://{bucket}/{key} is empty (0 bytes)")
     if size > max_bytes:
-        raise StorageError(f"s3://{bucket}/{key} has {size} bytes, over the limit of {max_bytes}")
+        raise UnusableObjectError(f"s3://{bucket}/{key} has {size} bytes, over the limit of {max_bytes}")
     record = {"uri": f"s3://{bucket}/{key}", "bucket": bucket, "key": key, "version_id": version, "etag": etag,
               "size": size, "last_modified": str(info.get("LastModified", "")), "path": str(dest)}
     sidecar = dest.with_name(dest.name + ".s3.json")
