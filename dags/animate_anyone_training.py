@@ -46,16 +46,16 @@ from airflow.sdk import (
 )
 
 from reelforge.animate_anyone.settings import (
-    AA_TOPIC_ARN_DEFAULT,
+    TOPIC_VARIABLE,
     aa_deadline,
     aa_manifest_queue_url,
     aa_poll_interval,
 )
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
-from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, retry_delay
+from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, retry_delay, variable_template
 
-TOPIC_ARN = "{{ var.value.get('reelforge_animate_anyone_topic_arn', '" + AA_TOPIC_ARN_DEFAULT + "') }}"
+TOPIC_ARN = variable_template(TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 POLL = aa_poll_interval()
 
@@ -105,7 +105,7 @@ with DAG(
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
     deadline=deadline_alert("animate-anyone", interval=aa_deadline(),
-                            topic_variable="reelforge_animate_anyone_topic_arn", default_topic=AA_TOPIC_ARN_DEFAULT),
+                            topic_variable=TOPIC_VARIABLE),
     params={
         "manifest_uri": Param(
             "",

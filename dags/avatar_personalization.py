@@ -39,8 +39,8 @@ from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
 
 from reelforge.avatar.config import (
-    AVATAR_TOPIC_ARN_DEFAULT,
     TOPIC_ARN_TEMPLATE,
+    TOPIC_VARIABLE,
     USER_TOPIC_ARN_TEMPLATE,
     selfie_queue_url,
 )
@@ -99,7 +99,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         default_args=default_args,
         deadline=deadline_alert(
             "avatar", interval=deadline_interval("avatar", default_minutes=8 * 60),
-            topic_variable="reelforge_avatar_topic_arn", default_topic=AVATAR_TOPIC_ARN_DEFAULT,
+            topic_variable=TOPIC_VARIABLE,
         ) if with_deadline else None,
         params={
             "user_id": Param("", type="string", title="User id",

@@ -45,8 +45,8 @@ from airflow.sdk import DAG, Asset, AssetWatcher, DeadlineAlert, Param, task
 from reelforge.deadlines import deadline_alert
 from reelforge.settings import AWS_CONN_ID, retry_delay
 from reelforge.stylegan2.config import (
-    STYLEGAN2_TOPIC_ARN_DEFAULT,
     TOPIC_ARN_TEMPLATE,
+    TOPIC_VARIABLE,
     dataset_queue_url,
     deadline_interval,
 )
@@ -76,7 +76,7 @@ def _schedule() -> list[Asset] | None:
 
 def _deadline() -> DeadlineAlert:
     return deadline_alert("stylegan2", interval=deadline_interval("training", default_minutes=4 * 24 * 60),
-                          topic_variable="reelforge_stylegan2_topic_arn", default_topic=STYLEGAN2_TOPIC_ARN_DEFAULT)
+                          topic_variable=TOPIC_VARIABLE)
 
 
 default_args = {

@@ -37,7 +37,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 from reelforge.deadlines import deadline_alert
 from reelforge.settings import AWS_CONN_ID, retry_delay
-from reelforge.stylegan2.config import STYLEGAN2_TOPIC_ARN_DEFAULT, TOPIC_ARN_TEMPLATE, deadline_interval
+from reelforge.stylegan2.config import TOPIC_ARN_TEMPLATE, TOPIC_VARIABLE, deadline_interval
 from reelforge.stylegan2.operators import ReattachingProcessingOperator
 
 DAG_ID = "stylegan2_weekly_batch"
@@ -82,7 +82,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         default_args=default_args,
         deadline=deadline_alert(
             "stylegan2-weekly", interval=deadline_interval("weekly", default_minutes=12 * 60),
-            topic_variable="reelforge_stylegan2_topic_arn", default_topic=STYLEGAN2_TOPIC_ARN_DEFAULT,
+            topic_variable=TOPIC_VARIABLE,
         ) if with_deadline else None,
     ) as dag:
 

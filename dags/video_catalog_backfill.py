@@ -24,9 +24,9 @@ from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from reelforge.settings import AWS_CONN_ID, SR_TOPIC_ARN_DEFAULT, retry_delay
+from reelforge.settings import AWS_CONN_ID, SR_TOPIC_VARIABLE, retry_delay, variable_template
 
-TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
+TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
 MAX_PARALLEL_VIDEOS = 4
 
 with DAG(

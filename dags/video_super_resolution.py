@@ -50,14 +50,15 @@ from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
-    SR_TOPIC_ARN_DEFAULT,
+    SR_TOPIC_VARIABLE,
     deadline_interval,
     retry_delay,
     sr_ingest_queue_url,
+    variable_template,
     wait_before_defer,
 )
 
-TOPIC_ARN = "{{ var.value.get('reelforge_sr_topic_arn', '" + SR_TOPIC_ARN_DEFAULT + "') }}"
+TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 #: A Slurm step that ends within this many seconds is watched from its task and never deferred
 #: (saves the triggerer round trip on plan/assemble and on short clips); longer ones defer.
@@ -108,7 +109,7 @@ with DAG(
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
     deadline=deadline_alert("sr", interval=deadline_interval("sr", default_minutes=360),
-                            topic_variable="reelforge_sr_topic_arn", default_topic=SR_TOPIC_ARN_DEFAULT),
+                            topic_variable=SR_TOPIC_VARIABLE),
     params={
         "source_uri": Param(
             "",

@@ -31,9 +31,9 @@ class RunQueuedDeadline(BaseDeadlineReference):
         return run.queued_at or run.run_after or run.start_date
 
 
-def deadline_alert(workflow: str, *, interval: Any, topic_variable: str, default_topic: str) -> Any:
+def deadline_alert(workflow: str, *, interval: Any, topic_variable: str) -> Any:
     """The one deadline every DAG uses: :class:`RunQueuedDeadline` plus an SNS alert to the workflow's
-    topic, read from ``topic_variable`` when the alert fires (``default_topic`` only where it is unset)."""
+    topic, read from the Variable ``topic_variable`` when the alert fires."""
     from airflow.sdk import AsyncCallback, DeadlineAlert
 
     from reelforge.settings import AWS_CONN_ID
@@ -43,7 +43,6 @@ def deadline_alert(workflow: str, *, interval: Any, topic_variable: str, default
         interval=interval,
         callback=AsyncCallback(
             "reelforge.notifiers.deadline.notify_deadline_missed",
-            kwargs={"target_arn": default_topic, "topic_variable": topic_variable, "aws_conn_id": AWS_CONN_ID,
-                    "workflow": workflow},
+            kwargs={"topic_variable": topic_variable, "aws_conn_id": AWS_CONN_ID, "workflow": workflow},
         ),
     )

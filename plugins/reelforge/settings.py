@@ -39,8 +39,28 @@ def deadline_interval(workflow: str = "", default_minutes: int = 360) -> timedel
     return timedelta(seconds=int(os.environ.get(env, default_minutes * 60)))
 
 
-#: The local stack's topic (moto's account id); production sets ``reelforge_sr_topic_arn``.
-SR_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-sr-notifications"
+class MissingSettingError(RuntimeError):
+    """A setting without a safe default (an account's ARN, role or image) is not configured."""
+
+
+def required(key: str, what: str) -> str:
+    """A Variable that names something in an AWS account: no default, so a deployment that misses it
+    fails at once, saying what to set, instead of talking to another account."""
+    from airflow.sdk import Variable
+
+    value = Variable.get(key, default=None)
+    if value in (None, ""):
+        raise MissingSettingError(f"Airflow Variable {key!r} ({what}) is not set: set it, or export "
+                                  f"AIRFLOW_VAR_{key.upper()} (the local stack's env.sh sets it)")
+    return str(value)
+
+
+def variable_template(key: str) -> str:
+    """Jinja for a required Variable in a templated field: rendering fails, naming it, when it is unset."""
+    return "{{ var.value." + key + " }}"
+
+
+SR_TOPIC_VARIABLE = "reelforge_sr_topic_arn"
 
 
 def sr_ingest_queue_url() -> str | None:
@@ -100,7 +120,7 @@ def sr_settings() -> SRSettings:
         ingest_prefix=setting("reelforge_sr_ingest_prefix", "sr/incoming/"),
         output_bucket=setting("reelforge_sr_output_bucket", "reelforge-output"),
         output_prefix=setting("reelforge_sr_output_prefix", "sr/"),
-        topic_arn=setting("reelforge_sr_topic_arn", SR_TOPIC_ARN_DEFAULT),
+        topic_arn=required(SR_TOPIC_VARIABLE, "the SR SNS topic ARN"),
         cluster_work_root=setting("reelforge_cluster_work_root", "/fsx/reelforge"),
         worker_venv=setting("reelforge_sr_worker_venv", "/opt/reelforge/worker-venv"),
         model_dir=setting("reelforge_model_dir", "/fsx/models"),

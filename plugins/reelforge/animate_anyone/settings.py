@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from reelforge.settings import setting
+from reelforge.settings import required, setting
 
 PREFIX = "reelforge_animate_anyone_"
-#: The local stack's topic (moto's account id); production sets ``reelforge_animate_anyone_topic_arn``.
-AA_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-animate-anyone-notifications"
+TOPIC_VARIABLE = "reelforge_animate_anyone_topic_arn"
 #: The local stack's MLflow tracking server (tests start it; see containers/animate_anyone/README.md).
 AA_MLFLOW_DEFAULT = "http://127.0.0.1:5055"
 
@@ -76,7 +75,7 @@ def aa_settings() -> AASettings:
         cluster_work_root=setting("reelforge_cluster_work_root", "/fsx/reelforge"),
         output_bucket=s("output_bucket", "reelforge-output"),
         output_prefix=s("output_prefix", "animate-anyone/"),
-        topic_arn=s("topic_arn", AA_TOPIC_ARN_DEFAULT),
+        topic_arn=required(TOPIC_VARIABLE, "the AnimateAnyone SNS topic ARN"),
         mlflow_tracking_uri=s("mlflow_tracking_uri", AA_MLFLOW_DEFAULT),
         mlflow_experiment=s("mlflow_experiment", "reelforge-animate-anyone"),
         venv=s("venv", "/opt/reelforge/animate-anyone-venv"),

@@ -1,7 +1,8 @@
 """Deployment settings of the avatar workflow (Variables ``reelforge_avatar_<name>``).
 
-Defaults match the local stack (moto's account 123456789012). Read them inside tasks, never at parse
-time; the few values DAG files need while parsing come from the environment (no database access).
+Defaults never name an AWS account: the topic, role and image are required (the local stack sets
+them). Read them inside tasks, never at parse time; the few values DAG files need while parsing come
+from the environment (no database access).
 """
 
 from __future__ import annotations
@@ -9,17 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from reelforge.settings import setting
+from reelforge.settings import required, setting, variable_template
 from reelforge.stylegan2.config import _prefix
 
-#: The local stack's topic; production sets ``reelforge_avatar_topic_arn`` (and ``..._user_topic_arn``).
-AVATAR_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-avatar-notifications"
-TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_avatar_topic_arn', '" + AVATAR_TOPIC_ARN_DEFAULT + "') }}"
-USER_TOPIC_ARN_TEMPLATE = (
-    "{{ var.value.get('reelforge_avatar_user_topic_arn', var.value.get('reelforge_avatar_topic_arn', '"
-    + AVATAR_TOPIC_ARN_DEFAULT + "')) }}"
-)
-ACCOUNT = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+#: Production sets ``reelforge_avatar_topic_arn`` (and, for users' messages, ``..._user_topic_arn``).
+TOPIC_VARIABLE = "reelforge_avatar_topic_arn"
+TOPIC_ARN_TEMPLATE = variable_template(TOPIC_VARIABLE)
+USER_TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_avatar_user_topic_arn', var.value.reelforge_avatar_topic_arn) }}"
 
 
 def selfie_queue_url() -> str | None:
@@ -75,13 +72,13 @@ class AvatarSettings:
 
 
 def avatar_settings() -> AvatarSettings:
-    topic = setting("reelforge_avatar_topic_arn", AVATAR_TOPIC_ARN_DEFAULT)
+    topic = required(TOPIC_VARIABLE, "the avatar SNS topic ARN")
     artifacts_bucket = setting("reelforge_avatar_artifacts_bucket", "reelforge-artifacts")
     artifacts_prefix = _prefix(setting("reelforge_avatar_artifacts_prefix", "avatar/"))
-    image = setting("reelforge_avatar_image_uri", f"{ACCOUNT}/reelforge-avatar:0.1.0")
+    image = required("reelforge_avatar_image_uri", "the avatar image in ECR")
     return AvatarSettings(
         image_uri=image,
-        role_arn=setting("reelforge_avatar_role_arn", "arn:aws:iam::123456789012:role/reelforge-avatar-sagemaker"),
+        role_arn=required("reelforge_avatar_role_arn", "the SageMaker execution role of the avatar jobs"),
         ingest_bucket=setting("reelforge_avatar_ingest_bucket", "reelforge-ingest"),
         ingest_prefix=_prefix(setting("reelforge_avatar_ingest_prefix", "avatar/incoming/")),
         artifacts_bucket=artifacts_bucket,

@@ -31,21 +31,22 @@ def _describe(context: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _topic(target_arn: str, topic_variable: str | None) -> str:
-    """The Variable's topic ARN when set (production), else the default given in the DAG."""
+    """The topic ARN from the Variable (the deployment's), else ``target_arn`` if one was given."""
     if not topic_variable:
         return target_arn
     try:
         from airflow.sdk import Variable
 
-        return Variable.get(topic_variable, default=target_arn) or target_arn
-    except Exception:  # noqa: BLE001 - no Variable access here: fall back to the default
+        return Variable.get(topic_variable, default=None) or target_arn
+    except Exception:  # noqa: BLE001 - no Variable access here: only an explicit ARN can help
+        log.exception("could not read the Variable %s", topic_variable)
         return target_arn
 
 
 async def notify_deadline_missed(
     *,
-    target_arn: str,
     topic_variable: str | None = None,
+    target_arn: str = "",
     aws_conn_id: str = "aws_default",
     workflow: str = "",
     context: dict | None = None,
@@ -55,6 +56,9 @@ async def notify_deadline_missed(
 
     target_arn = await asyncio.to_thread(_topic, target_arn, topic_variable)
     body = {**_describe(context), "workflow": workflow}
+    if not target_arn:
+        log.error("deadline missed, and no topic to say so: set the Variable %s (%s)", topic_variable, body)
+        return
     subject = f"ReelForge {workflow}: run {body['run_id']} missed its deadline"[:99]
     try:
         await asyncio.to_thread(

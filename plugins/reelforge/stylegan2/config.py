@@ -1,7 +1,8 @@
 """Deployment settings of the StyleGAN2 workflows (Variables ``reelforge_stylegan2_<name>``).
 
-Defaults match the local stack (moto's account 123456789012). Read them inside tasks, never at parse
-time; the few values DAG files need while parsing come from the environment (no database access).
+Defaults never name an AWS account: the topic, role and image are required (the local stack sets
+them). Read them inside tasks, never at parse time; the few values DAG files need while parsing come
+from the environment (no database access).
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from reelforge.settings import setting
+from reelforge.settings import required, setting, variable_template
 
-#: The local stack's topic; production sets ``reelforge_stylegan2_topic_arn``.
-STYLEGAN2_TOPIC_ARN_DEFAULT = "arn:aws:sns:us-east-1:123456789012:reelforge-stylegan2-notifications"
-TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_stylegan2_topic_arn', '" + STYLEGAN2_TOPIC_ARN_DEFAULT + "') }}"
+TOPIC_VARIABLE = "reelforge_stylegan2_topic_arn"
+TOPIC_ARN_TEMPLATE = variable_template(TOPIC_VARIABLE)
 
 
 def deadline_interval(name: str, default_minutes: int) -> timedelta:
@@ -52,10 +52,8 @@ def _prefix(value: str) -> str:
 
 def stylegan2_settings() -> StyleGAN2Settings:
     return StyleGAN2Settings(
-        image_uri=setting("reelforge_stylegan2_image_uri",
-                          "123456789012.dkr.ecr.us-east-1.amazonaws.com/reelforge-stylegan2:0.1.0"),
-        role_arn=setting("reelforge_stylegan2_role_arn",
-                         "arn:aws:iam::123456789012:role/reelforge-stylegan2-sagemaker"),
+        image_uri=required("reelforge_stylegan2_image_uri", "the StyleGAN2 image in ECR"),
+        role_arn=required("reelforge_stylegan2_role_arn", "the SageMaker execution role of the StyleGAN2 jobs"),
         artifacts_bucket=setting("reelforge_stylegan2_artifacts_bucket", "reelforge-artifacts"),
         artifacts_prefix=_prefix(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")),
         output_bucket=setting("reelforge_stylegan2_output_bucket", "reelforge-output"),
@@ -63,7 +61,7 @@ def stylegan2_settings() -> StyleGAN2Settings:
         batch_input_bucket=setting("reelforge_stylegan2_batch_input_bucket", "reelforge-ingest"),
         batch_input_prefix=_prefix(setting("reelforge_stylegan2_batch_input_prefix", "stylegan2/batch/incoming/")),
         model_package_group=setting("reelforge_stylegan2_model_package_group", "reelforge-stylegan2"),
-        topic_arn=setting("reelforge_stylegan2_topic_arn", STYLEGAN2_TOPIC_ARN_DEFAULT),
+        topic_arn=required(TOPIC_VARIABLE, "the StyleGAN2 SNS topic ARN"),
         prep_instance_type=setting("reelforge_stylegan2_prep_instance_type", "ml.m5.2xlarge"),
         generate_instance_type=setting("reelforge_stylegan2_generate_instance_type", "ml.g4dn.xlarge"),
         training_volume_gb=int(setting("reelforge_stylegan2_training_volume_gb", "200")),

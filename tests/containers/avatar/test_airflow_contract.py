@@ -52,6 +52,10 @@ def test_the_default_serving_base_is_the_one_the_container_pins(monkeypatch):
 
     from reelforge.avatar.config import avatar_settings
 
-    monkeypatch.setattr(Variable, "get", staticmethod(lambda key, default=None: default))  # no Variables set
+    # only the settings that name an account (which have no default) are set
+    account = {"reelforge_avatar_topic_arn": "arn:aws:sns:eu-west-1:000000000000:t",
+               "reelforge_avatar_image_uri": "000000000000.dkr.ecr.eu-west-1.amazonaws.com/reelforge-avatar:1",
+               "reelforge_avatar_role_arn": "arn:aws:iam::000000000000:role/r"}
+    monkeypatch.setattr(Variable, "get", staticmethod(lambda key, default=None: account.get(key, default)))
     settings = avatar_settings()
     assert (settings.base_model_id, settings.base_model_revision) == (PRODUCTION_BASE_ID, PRODUCTION_BASE_REVISION)
