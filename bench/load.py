@@ -1,6 +1,6 @@
 """The full ingest load: 30 uploads within a minute, each processed exactly once (reconciler on).
 
-Runs ``tests/reliability/test_load.py`` (CI runs its bounded 12-upload burst) with the full burst,
+Runs ``tests/reliability/test_load.py`` (CI runs its bounded 8-upload burst) with the full burst,
 so the exactly-once assertions are the same, then prints the figures it wrote: videos/min,
 upload→delivery p50/p95/max, runs started by the reconciler, the longest queues (runs queued and
 running, Slurm jobs pending), API health latency and scheduler heartbeat age.

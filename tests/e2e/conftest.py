@@ -23,11 +23,11 @@ def airflow() -> Iterator[LocalAirflow]:
     os.environ.setdefault("REELFORGE_RETRY_DELAY_SECONDS", "2")
     # A deadline shorter than an SR run, so the end-to-end runs also exercise the deadline alert.
     os.environ.setdefault("REELFORGE_SR_DEADLINE_SECONDS", "20")
-    # The reconciler runs every 30 s with a 30 s grace here (5 min and 2 min in production). Tests that
+    # The reconciler runs every 15 s with a 20 s grace here (5 min and 2 min in production). Tests that
     # rely on it unpause it (tests/e2e/test_ingest_reconciler.py, the load test); the others run with it
     # paused, so that their run and message counts are the notification path's alone.
-    os.environ.setdefault("REELFORGE_SR_RECONCILE_SECONDS", "30")
-    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS", "30")
+    os.environ.setdefault("REELFORGE_SR_RECONCILE_SECONDS", "15")
+    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS", "20")
     instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
     instance.start()
     try:
