@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reelforge.s3_objects import object_exists
 from reelforge.storage import S3Object
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,7 @@ class Ledger:
                              ContentType="application/json")
 
     def has(self, s3_client: Any, obj: S3Object) -> bool:
-        try:
-            s3_client.head_object(Bucket=self.bucket, Key=self.key(obj))
-        except s3_client.exceptions.ClientError as err:
-            if err.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise
-        return True
+        return object_exists(s3_client, self.bucket, self.key(obj))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ def _describe(context: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _topic(target_arn: str, topic_variable: str | None) -> str:
-    """The topic ARN from the Variable (the deployment's), else ``target_arn`` if one was given."""
+    """The topic ARN from the Variable (the deployment's), else ``target_arn`` if one was given
+    (deadlines that Airflow stored before topics became required still carry one)."""
     if not topic_variable:
         return target_arn
     try:

@@ -10,6 +10,8 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from reelforge.s3_objects import object_exists
+
 
 class ClaimOutcome(StrEnum):
     CLAIMED = "claimed"      # this run does the work
@@ -29,7 +31,7 @@ def claim_job(
     force: bool = False,
 ) -> tuple[ClaimOutcome, str | None]:
     """Claim ``jid`` for ``run_id``; returns the outcome and the run that holds the claim."""
-    if not force and _exists(s3_client, bucket, f"{output_prefix}report.json"):
+    if not force and object_exists(s3_client, bucket, f"{output_prefix}report.json"):
         return ClaimOutcome.DONE, None
     key = f"{claims_prefix}{jid}.json"
     body = json.dumps({"job_id": jid, "run_id": run_id, "source": source_uri}).encode()
@@ -45,12 +47,3 @@ def claim_job(
     holder = json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()).get("run_id")
     return (ClaimOutcome.CLAIMED if holder == run_id else ClaimOutcome.DUPLICATE), holder
 
-
-def _exists(s3_client: Any, bucket: str, key: str) -> bool:
-    try:
-        s3_client.head_object(Bucket=bucket, Key=key)
-    except s3_client.exceptions.ClientError as err:
-        if err.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-            return False
-        raise
-    return True
