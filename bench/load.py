@@ -42,7 +42,8 @@ def main() -> int:
     ok = [r for r in results if r]
     print(f"\n{len(ok)} of {len(results)} runs delivered all {args.uploads} uploads exactly once")
     cols = ("wall_s", "throughput_videos_per_min", "upload_to_delivery_p50_s", "upload_to_delivery_p95_s",
-            "runs_started_by_the_reconciler", "max_runs_queued", "max_slurm_pending", "max_health_latency_s",
+            "runs_started_by_the_reconciler", "runs_that_skipped_as_duplicates", "max_runs_queued",
+            "max_slurm_pending", "max_health_latency_s",
             "max_scheduler_heartbeat_age_s")
     print(" | ".join(cols))
     for r in ok:

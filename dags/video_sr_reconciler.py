@@ -8,9 +8,12 @@ ingest path where a bucket sends no notifications at all.
 Every SR run records the object version it picked up in a ledger (`s3://<output bucket>/<output
 prefix>_intake/`), whatever it then does. This DAG lists the ingest prefix and starts one
 `video_super_resolution` run for each upload that has no ledger entry once the grace period
-(`reelforge_sr_reconcile_grace_seconds`, 120 s) has passed. The run id is derived from the object
-version (`reconcile__<digest>`), so a second pass never starts a second run, and the SR job claim
-still decides which run does the work if a notification's run shows up late.
+(`reelforge_sr_reconcile_grace_seconds`, 120 s) has passed. While the SR DAG is at
+`max_active_runs`, Airflow holds uploads back on purpose: the grace is then
+`reelforge_sr_reconcile_backlog_grace_seconds` (1 h), so queued uploads do not get duplicate runs.
+The run id is derived from the object version (`reconcile__<digest>`), so a second pass never starts
+a second run, and the SR job claim still decides which run does the work if a notification's run
+shows up late.
 
 | step | what |
 |---|---|
@@ -49,9 +52,9 @@ with DAG(
     @task
     def find_unhandled(ti=None) -> list[dict]:
         """Uploads without a ledger entry, as trigger kwargs; the watermark to commit goes to XCom."""
-        from reelforge.sr.reconcile import reconcile_pass
+        from reelforge.sr.reconcile import SR_DAG_ID, reconcile_pass
 
-        found = reconcile_pass()
+        found = reconcile_pass(ti.get_dr_count(dag_id=SR_DAG_ID, states=["queued", "running"]))
         ti.xcom_push(key="watermark", value=found["watermark"])
         return found["runs"]
 

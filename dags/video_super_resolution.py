@@ -50,6 +50,7 @@ from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
+    SR_MAX_ACTIVE_RUNS,
     SR_TOPIC_VARIABLE,
     deadline_interval,
     retry_delay,
@@ -104,7 +105,7 @@ with DAG(
     schedule=_ingest_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=16,
+    max_active_runs=SR_MAX_ACTIVE_RUNS,
     tags=["reelforge", "super-resolution", "slurm"],
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],

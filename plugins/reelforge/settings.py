@@ -68,6 +68,10 @@ def sr_ingest_queue_url() -> str | None:
     return os.environ.get("REELFORGE_SR_INGEST_QUEUE_URL") or None
 
 
+#: The SR DAG's ``max_active_runs``: the reconciler reads the same number to tell a backlog.
+SR_MAX_ACTIVE_RUNS = 16
+
+
 def sr_reconcile_interval() -> timedelta:
     """How often the SR reconciler lists the ingest prefix (parse time; ``REELFORGE_SR_RECONCILE_SECONDS``).
 
@@ -111,6 +115,7 @@ class SRSettings:
     max_source_bytes: int
     reconcile_grace_seconds: int = 120
     reconcile_overlap_seconds: int = 12 * 3600
+    reconcile_backlog_grace_seconds: int = 3600
 
 
 def sr_settings() -> SRSettings:
@@ -132,4 +137,5 @@ def sr_settings() -> SRSettings:
         max_source_bytes=int(setting("reelforge_sr_max_source_bytes", str(50 * 1024**3))),
         reconcile_grace_seconds=int(setting("reelforge_sr_reconcile_grace_seconds", "120")),
         reconcile_overlap_seconds=int(setting("reelforge_sr_reconcile_overlap_seconds", str(12 * 3600))),
+        reconcile_backlog_grace_seconds=int(setting("reelforge_sr_reconcile_backlog_grace_seconds", "3600")),
     )

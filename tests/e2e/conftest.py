@@ -28,6 +28,8 @@ def airflow() -> Iterator[LocalAirflow]:
     # paused, so that their run and message counts are the notification path's alone.
     os.environ.setdefault("REELFORGE_SR_RECONCILE_SECONDS", "15")
     os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS", "20")
+    # At max_active_runs (a burst) uploads wait this long before the reconciler steps in (1 h in production).
+    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_BACKLOG_GRACE_SECONDS", "300")
     instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
     instance.start()
     try:

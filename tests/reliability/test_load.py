@@ -164,6 +164,7 @@ def test_a_burst_of_uploads_is_each_processed_once(sr_dag, aws, sns_inbox, load_
         "upload_to_delivery_max_s": round(max(latency), 1),
         "runs": len(ours), "runs_with_cluster_work": len(worked), "runs_folded_from_several_uploads": folded,
         "runs_started_by_the_reconciler": len(reconciled),
+        "runs_that_skipped_as_duplicates": len(ours) - len(worked),
         "max_runs_queued": sampler.peak("runs_queued"), "max_runs_running": sampler.peak("runs_running"),
         "max_slurm_pending": sampler.peak("slurm_pending"), "max_slurm_running": sampler.peak("slurm_running"),
         "max_health_latency_s": round(sampler.peak("health_s"), 2),

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads
-from reelforge.settings import AWS_CONN_ID, SRSettings, setting, sr_settings
+from reelforge.settings import AWS_CONN_ID, SR_MAX_ACTIVE_RUNS, SRSettings, setting, sr_settings
 from reelforge.storage import InvalidSourceError, S3Object, source_extension, validate_key
 
 log = logging.getLogger(__name__)
 WATERMARK_VARIABLE = "reelforge_sr_reconcile_watermark"
+BUSY_VARIABLE = "reelforge_sr_reconcile_busy_at"
+SR_DAG_ID = "video_super_resolution"
 
 
 def sr_ledger(settings: SRSettings) -> Ledger:
@@ -29,11 +31,25 @@ def refusal(obj: S3Object) -> str | None:
     return None
 
 
+def grace_period(settings: SRSettings, *, active_runs: int, busy_at: datetime | None, now: datetime) -> timedelta:
+    """How old an upload without a ledger entry must be before the reconciler starts its run.
+
+    While the SR DAG is at ``max_active_runs`` (and for one grace period after), Airflow holds the
+    uploads' asset events back on purpose, so an upload's age says nothing: the backlog grace
+    applies instead, and a notification's run is not raced by a duplicate that would only skip at
+    the claim. Events stranded under a steady backlog are still recovered after the backlog grace.
+    """
+    grace = timedelta(seconds=settings.reconcile_grace_seconds)
+    busy = active_runs >= SR_MAX_ACTIVE_RUNS or (busy_at is not None and now - busy_at < grace)
+    return max(grace, timedelta(seconds=settings.reconcile_backlog_grace_seconds)) if busy else grace
+
+
 def find_unhandled(s3_client: Any, settings: SRSettings, watermark: datetime | None,
-                   now: datetime | None = None) -> tuple[list[dict[str, Any]], datetime]:
+                   now: datetime | None = None, grace: timedelta | None = None,
+                   ) -> tuple[list[dict[str, Any]], datetime]:
     """Trigger kwargs (one ``{"trigger_run_id", "conf"}`` per unhandled upload) and the next watermark."""
     window = Window.after(watermark, now=now or datetime.now(UTC),
-                          grace=timedelta(seconds=settings.reconcile_grace_seconds),
+                          grace=grace or timedelta(seconds=settings.reconcile_grace_seconds),
                           overlap=timedelta(seconds=settings.reconcile_overlap_seconds))
     lost = unhandled_uploads(s3_client, bucket=settings.ingest_bucket, prefix=settings.ingest_prefix,
                              ledger=sr_ledger(settings), window=window, accept=refusal)
@@ -45,13 +61,24 @@ def find_unhandled(s3_client: Any, settings: SRSettings, watermark: datetime | N
     return kwargs, window.end
 
 
-def reconcile_pass() -> dict[str, Any]:
-    """Task body: list, compare with the ledger, and return what to trigger plus the watermark to commit."""
+def reconcile_pass(active_runs: int) -> dict[str, Any]:
+    """Task body: list, compare with the ledger, and return what to trigger plus the watermark to commit.
+
+    ``active_runs``: the SR DAG's queued and running runs now (a backlog lengthens the grace).
+    """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk import Variable
 
     settings = sr_settings()
+    now = datetime.now(UTC)
+    busy_at = parse_watermark(setting(BUSY_VARIABLE, ""))
+    if active_runs >= SR_MAX_ACTIVE_RUNS:
+        Variable.set(BUSY_VARIABLE, now.isoformat())
+    grace = grace_period(settings, active_runs=active_runs, busy_at=busy_at, now=now)
+    log.info("%d SR runs queued or running (max %d): grace %s", active_runs, SR_MAX_ACTIVE_RUNS, grace)
     watermark = parse_watermark(setting(WATERMARK_VARIABLE, ""))
-    runs, next_mark = find_unhandled(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings, watermark)
+    runs, next_mark = find_unhandled(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings, watermark,
+                                     now=now, grace=grace)
     return {"runs": runs, "watermark": next_mark.isoformat()}
 
 

@@ -10,8 +10,8 @@ import pytest
 from moto import mock_aws
 
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, version_digest
-from reelforge.settings import SRSettings
-from reelforge.sr.reconcile import find_unhandled, sr_ledger
+from reelforge.settings import SR_MAX_ACTIVE_RUNS, SRSettings
+from reelforge.sr.reconcile import find_unhandled, grace_period, sr_ledger
 from reelforge.sr.source import check_size, pin_source
 from reelforge.storage import InvalidSourceError, S3Object
 
@@ -69,6 +69,25 @@ def test_only_unrecorded_acceptable_uploads_past_the_grace_get_a_run(s3):
     # the run id depends on the upload alone: a second pass asks for the same run (a no-op in Airflow)
     again, _ = find_unhandled(s3, SETTINGS, None, now=later(120))
     assert again == runs
+
+
+def test_a_backlog_holds_uploads_back_for_the_backlog_grace_then_they_are_recovered(s3):
+    """At max_active_runs Airflow keeps asset events queued: their uploads are waiting, not lost."""
+    settings = dataclasses.replace(SETTINGS, reconcile_backlog_grace_seconds=600)
+    waiting = upload(s3, "sr/incoming/queued.mp4")
+    now = later(120)  # well past the 60 s grace
+    busy = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS, busy_at=None, now=now)
+    assert busy == timedelta(seconds=600)
+    assert find_unhandled(s3, settings, None, now=now, grace=busy)[0] == []
+    # just after the backlog drains: one more grace period of patience for the last queued events
+    drained = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=30))
+    assert drained == busy
+    idle = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=61))
+    assert idle == timedelta(seconds=60)
+    (run,) = find_unhandled(s3, settings, None, now=now + timedelta(seconds=61), grace=idle)[0]
+    assert run["trigger_run_id"] == reconcile_run_id(waiting)
+    # a backlog that never drains: a stranded event is still recovered once the backlog grace has passed
+    assert len(find_unhandled(s3, settings, None, now=later(601), grace=busy)[0]) == 1
 
 
 def test_a_recorded_upload_is_never_reconciled_and_a_new_version_is(s3):
