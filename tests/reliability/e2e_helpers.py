@@ -11,8 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from airflow_local import AirflowError
-from reelforge.sr.source import sources_from_asset_events
 from reelforge.storage import S3Object
+from reelforge.uploads import sources_from_asset_events
 from tests.e2e.test_sr_dag import DAG_ID, INGEST
 
 

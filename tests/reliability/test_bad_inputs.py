@@ -18,8 +18,8 @@ import pytest
 from reelforge.operators.slurm import slurm_job_name
 from reelforge.sr.job import build_job, worker_env
 from reelforge.sr.preflight import preflight
-from reelforge.sr.source import head_source
 from reelforge.storage import InvalidSourceError, S3Object
+from reelforge.uploads import head_source
 from tests.e2e.test_sr_dag import DAG_ID, FORM_DEFAULTS, INGEST, local_settings, sr_dag  # noqa: F401
 from tests.reliability.e2e_helpers import delete_versions, runs_of_key, slurm_job_names, task_log, wait_for_runs
 

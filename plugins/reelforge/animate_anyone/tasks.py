@@ -63,7 +63,7 @@ def stage_manifest(*, params: dict[str, Any], dag_id: str, run_id: str, events: 
     """Resolve the manifest (form or S3 notification), pin its version, validate, copy to the cluster."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from reelforge.sr.source import further_sources, hand_back, head_source, resolve_source
+    from reelforge.uploads import further_sources, hand_back, head_source, resolve_source
 
     settings = aa_settings()
     if further := further_sources(params.get("manifest_uri"), events):

@@ -40,7 +40,7 @@ def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any
     """Resolve the selfie set (form or upload), refuse bad input at once, derive every name and request."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from reelforge.sr.source import sources_from_asset_events
+    from reelforge.uploads import sources_from_asset_events
 
     settings = avatar_settings()
     params = dict(params)

@@ -11,8 +11,8 @@ from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
 from reelforge.sr.preflight import preflight
 from reelforge.sr.reconcile import sr_ledger
-from reelforge.sr.source import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
 from reelforge.storage import InvalidSourceError, S3Object
+from reelforge.uploads import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
 
 log = logging.getLogger(__name__)
 

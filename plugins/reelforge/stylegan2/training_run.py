@@ -20,7 +20,7 @@ DATASET_MARKER = "_READY"
 
 def dataset_from_events(events: Any) -> str | None:
     """An upload that starts a run: ``<prefix>/_READY`` (the folder is the dataset) or a ``.zip`` of images."""
-    from reelforge.sr.source import sources_from_asset_events
+    from reelforge.uploads import sources_from_asset_events
 
     for obj in sources_from_asset_events(events):
         path = PurePosixPath(obj.key)

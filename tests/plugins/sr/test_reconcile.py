@@ -12,8 +12,8 @@ from moto import mock_aws
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, version_digest
 from reelforge.settings import SR_MAX_ACTIVE_RUNS, SRSettings
 from reelforge.sr.reconcile import find_unhandled, grace_period, sr_ledger
-from reelforge.sr.source import check_size, pin_source
 from reelforge.storage import InvalidSourceError, S3Object
+from reelforge.uploads import check_size, pin_source
 
 SETTINGS = SRSettings(
     ingest_bucket="ingest", ingest_prefix="sr/incoming/", output_bucket="output", output_prefix="sr/",

@@ -20,14 +20,14 @@ from reelforge.sr.job import (
     segment_time_limit,
     worker_env,
 )
-from reelforge.sr.source import (
+from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
+from reelforge.uploads import (
     further_sources,
     hand_back,
     head_source,
     resolve_source,
     sources_from_asset_events,
 )
-from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
 
 PARAMS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18, "ten_bit": "auto",
           "deinterlace": "auto", "sar": "square", "segment_seconds": 10, "preview_seconds": 0,

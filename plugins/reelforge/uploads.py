@@ -1,4 +1,8 @@
-"""Find the source video of a run: from the UI form, or from the S3 notification that started it."""
+"""The upload a run works on: from its UI form, or from the S3 notifications (asset events) that started it.
+
+Shared by every upload-triggered workflow: resolve the source, hand folded uploads back to the queue,
+pin the version a run works on.
+"""
 
 from __future__ import annotations
 
