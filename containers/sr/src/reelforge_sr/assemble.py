@@ -3,19 +3,20 @@
 1. Concatenate ``segments/*.mkv`` (concat demuxer, stream copy) into an intermediate MP4 whose video
    track timescale T is a multiple of the frame rate's numerator. Matroska stores milliseconds, so these
    timestamps are off by < 0.5 ms; a ``setts`` bitstream filter (MP4 → MP4, timescale T both sides) then
-   snaps every timestamp back onto the exact frame grid (24000/1001 stays 1001 ticks of 1/24000).
+   puts every frame at its source frame's time (``timeline``): a constant-rate source lands back on the
+   exact grid (24000/1001 stays 1001 ticks of 1/24000), a variable-rate one keeps its own times.
 2. Mux that video, shifted by the source's own video start offset (A/V sync as in the source), with
    every audio stream, subtitle stream, chapter and the global metadata of the source. Audio and
    subtitles are copied; what a container cannot hold is converted (audio → AAC and text subtitles →
    mov_text for MP4, mov_text → SubRip for MKV; bitmap subtitles are kept only in MKV).
-3. Write to a temp name, check frame count, fsync, rename to the final name; then the quality check,
-   previews and ``report.json``.
+3. Write to a temp name, check the frame count and every frame's time against the source relative to
+   the audio (more than one frame off: a permanent failure, nothing published), fsync, rename to the
+   final name; then the quality check, previews and ``report.json``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -23,23 +24,18 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from reelforge_sr import quality
+from reelforge_sr import frameindex, quality, timeline
 from reelforge_sr.atomic import publish, read_json, temp_name, write_json
-from reelforge_sr.errors import AssembleError, ReelForgeError
-from reelforge_sr.ffmpeg_cli import FFMPEG, require_version, run
+from reelforge_sr.errors import AssembleError, ReelForgeError, TimingError
+from reelforge_sr.ffmpeg_cli import FFMPEG, FFPROBE, require_version, run
 from reelforge_sr.plan import read_plan
 from reelforge_sr.probe import ProbeResult, probe
 from reelforge_sr.segment import completed_record, count_packets, segment_paths
+from reelforge_sr.timeline import track_timescale
 
 log = logging.getLogger(__name__)
 MP4_AUDIO_COPY = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac", "mp2"}
 REPORT_NAME = "report.json"
-
-
-def track_timescale(fps: Fraction) -> tuple[int, int]:
-    """MP4 timescale T (a multiple of the rate's numerator, ≥ 10000) and ticks per frame."""
-    k = max(1, math.ceil(10000 / fps.numerator))
-    return fps.numerator * k, fps.denominator * k
 
 
 def _quote(path: Path) -> str:
@@ -95,11 +91,65 @@ def stream_plan(pr: ProbeResult, container: str) -> tuple[list[str], list[dict[s
     return args, actions, warnings
 
 
-def snap_to_frame_grid(plan: dict[str, Any], video_in: Path, video_out: Path) -> None:
-    """Put every timestamp back on the exact frame grid (MP4 → MP4, timescale T in and out)."""
+def source_runs(plan: dict[str, Any]) -> list[timeline.Run]:
+    """The plan's frame placement (a plan written before it had one: the constant-rate grid)."""
+    rows = (plan.get("frame_times") or {}).get("runs")
+    if rows:
+        return [timeline.Run.from_list(r) for r in rows]
+    return [timeline.Run(0, 0, Fraction(track_timescale(Fraction(plan["timing"]["fps"]))[1]))]
+
+
+def video_span(plan: dict[str, Any]) -> float:
+    """Seconds from the first frame's start to the last frame's end."""
+    fps = Fraction(plan["timing"]["fps"])
+    timescale, _ = track_timescale(fps)
+    last = plan["total_frames"] - 1
+    runs = source_runs(plan)
+    tail = runs[-1].step / timescale if runs[-1].first < last and runs[-1].step else 1 / fps
+    return timeline.seconds_of(runs, last, timescale) + float(tail)
+
+
+def check_timing(plan: dict[str, Any], output: Path) -> timeline.Offsets:
+    """Every output frame against its source frame, relative to the audio (raises beyond one frame)."""
+    pr = ProbeResult.from_dict(plan["probe"])
+    total = plan["total_frames"]
+    source = frameindex.build(Path(pr.path), pr.video.index, plan["source_frames"]).times[:total]
+    out = frameindex.build(output, 0, total).times
+    src_audio = stream_start(Path(pr.path), "a:0") if pr.audio else None
+    out_audio = stream_start(output, "a:0") if pr.audio else None
+    offsets = timeline.av_offsets(source, plan["timing"]["format_start"], src_audio,
+                                  out, stream_start(output, None) or 0.0, out_audio)
+    fps = Fraction(plan["timing"]["fps"])
+    if not timeline.within_one_frame(offsets, fps):
+        raise TimingError(f"frame {offsets.worst_frame} would play {offsets.worst_av_s * 1000:+.1f} ms off its "
+                          f"source time relative to the audio (limit: one frame, {1000 / float(fps):.1f} ms)")
+    return offsets
+
+
+def stream_start(path: Path, stream: str | None) -> float | None:
+    """When a stream's first packet is due (``a:0``; encoder priming included, as players decode it),
+    or the file's start_time (``None``)."""
+    if stream is None:
+        entries = ["-show_entries", "format=start_time"]
+    else:
+        entries = ["-select_streams", stream, "-read_intervals", "%+#1", "-show_entries", "packet=pts_time"]
+    out = run([FFPROBE, "-v", "error", *entries, "-of", "default=nw=1:nk=1", str(path)],
+              what="ffprobe start time").stdout.decode().split()
+    try:
+        return float(out[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def place_frames(plan: dict[str, Any], video_in: Path, video_out: Path) -> None:
+    """Move every frame from the grid to its source time (MP4 → MP4, timescale T in and out).
+
+    The concatenated segments are on a millisecond-rounded grid; a constant-rate source is one run,
+    so this also snaps its timestamps back onto the exact grid (24000/1001 stays 1001 ticks of 1/24000).
+    """
     fps = Fraction(plan["timing"]["fps"])
     timescale, ticks = track_timescale(fps)
-    setts = f"setts=pts='round(PTS/{ticks})*{ticks}':dts='round(DTS/{ticks})*{ticks}':duration={ticks}"
+    setts = timeline.setts_filter(source_runs(plan), ticks)
     run([FFMPEG, "-nostdin", "-v", "error", "-y", "-i", str(video_in), "-map", "0:v:0", "-c", "copy", "-bsf:v", setts,
          "-video_track_timescale", str(timescale), "-f", "mp4", str(video_out)], what="snapping timestamps")
 
@@ -116,7 +166,7 @@ def mux(plan: dict[str, Any], video: Path, out_tmp: Path, container: str) -> tup
     if plan["encode"]["codec"] in ("libx265", "hevc_nvenc") and container == "mp4":
         args += ["-tag:v", "hvc1"]
     if plan["preview"]:
-        args += ["-t", f"{float(Fraction(plan['total_frames']) / fps) + offset:.6f}"]
+        args += ["-t", f"{video_span(plan) + offset:.6f}"]
     if container == "mp4":
         args += ["-movflags", "+faststart", "-video_track_timescale", str(timescale), "-f", "mp4"]
     else:
@@ -169,7 +219,7 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
     scratch.mkdir(parents=True)
     video = scratch / "video.mp4"
     concat_segments(plan, workdir, scratch / "video_ms.mp4")
-    snap_to_frame_grid(plan, scratch / "video_ms.mp4", video)
+    place_frames(plan, scratch / "video_ms.mp4", video)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(output)
     try:
@@ -177,6 +227,7 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
         frames = count_packets(tmp)
         if frames != plan["total_frames"]:
             raise AssembleError(f"the muxed output has {frames} frames, the plan {plan['total_frames']}")
+        offsets = check_timing(plan, tmp)
         publish(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -203,6 +254,9 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
         "durations": {"source_video": in_probe["video"]["duration"], "planned": plan["timing"]["duration"],
                       "output_video": vdur, "output_audio": [a["duration"] for a in out_probe["audio"]],
                       "audio_minus_video_abs": audio_gap, "frame_duration": float(1 / Fraction(plan["timing"]["fps"]))},
+        "timing": offsets.to_dict() | {"vfr": plan["timing"]["vfr"],
+                                       "runs": len(source_runs(plan)),
+                                       "limit_s": round(float(1 / Fraction(plan["timing"]["fps"])), 6)},
         "input": _facts(in_probe),
         "output": _facts(out_probe) | {"container": container},
         "model": {"name": plan["model"], "kind": plan["model_kind"], "choice": plan["model_choice"],

@@ -33,6 +33,12 @@ class AssembleError(ReelForgeError):
     """Concatenation, muxing or the final checks failed."""
 
 
+class TimingError(AssembleError):
+    """The output would not play each frame at its source time (deterministic: a rerun gives the same)."""
+
+    permanent = True
+
+
 class StorageError(ReelForgeError):
     """S3 fetch/deliver failed (transient: the network, S3 or the node may recover)."""
 

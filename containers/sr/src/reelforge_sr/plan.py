@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from reelforge_sr import colour, frameindex
+from reelforge_sr import colour, frameindex, timeline
 from reelforge_sr.atomic import write_json
 from reelforge_sr.content import classify
 from reelforge_sr.errors import PlanError
@@ -190,6 +190,9 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
         "segments": segments,
         "total_frames": total,
         "source_frames": source_frames,
+        # where each output frame goes: the source's own times, as straight runs (not in the digest:
+        # segments do not depend on it)
+        "frame_times": {"runs": [r.to_list() for r in timeline.frame_runs(index.times[:total], Fraction(v.fps))]},
     }
     plan["digest"] = plan_digest(plan)
     return plan

@@ -273,7 +273,7 @@ def probe(path: str | Path, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_P
                 for c in info.get("chapters") or []]
     if vfr:
         warnings.append(f"variable frame rate (r_frame_rate {v.get('r_frame_rate')} vs avg {v.get('avg_frame_rate')}):"
-                        f" output is constant-rate at {rate_str(fps)}")
+                        f" every frame keeps its source time; segments are sized at {rate_str(fps)} fps")
     video = VideoInfo(
         index=int(v["index"]), codec=v.get("codec_name", "unknown"), width=width, height=height,
         display_width=dw, display_height=dh, sar=sar, dar=f"{dar_f.numerator}:{dar_f.denominator}",
