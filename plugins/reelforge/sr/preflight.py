@@ -3,7 +3,9 @@
 ffprobe fetches only what it needs (the container header, the MP4 index wherever it lies) with HTTP
 range requests, so a 50 GB master costs a few requests. Files up to ``COUNT_BYTES`` are read whole
 and their video packets counted, which catches a declared duration that the frames do not back up. The rules
-and messages are the worker's (``reelforge_sr.probe``); the worker still probes fully on the cluster.
+and messages are the worker's (``reelforge_sr.probe``); the worker still probes fully on the cluster. An MP4
+cut short is told apart from a corrupt one by the worker's own box walk (``reelforge_sr.truncation``, over
+S3 range requests: a few bytes per top-level box).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fractions import Fraction
 from typing import Any
 
 from reelforge.storage import InvalidSourceError, S3Object
+from reelforge_sr.truncation import truncation
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,14 @@ def check_probe(info: dict[str, Any], uri: str) -> Preflight:
     return Preflight(str(v.get("codec_name")), width, height, duration, packets)
 
 
+def _read_range(s3_client: Any, params: dict[str, str], offset: int, n: int) -> bytes:
+    try:
+        return s3_client.get_object(**params, Range=f"bytes={offset}-{offset + n - 1}")["Body"].read()
+    except Exception as err:  # botocore's errors: network, permissions; they say nothing about the file
+        raise PreflightUnavailable(f"s3://{params['Bucket']}/{params['Key']} could not be read at byte {offset}: "
+                                   f"{type(err).__name__}") from err
+
+
 def preflight(s3_client: Any, source: S3Object, *, timeout: float = 120) -> Preflight | None:
     """Refuse an upload that cannot be a usable video, reading it where it lies (no download, no Slurm).
 
@@ -127,6 +138,9 @@ def preflight(s3_client: Any, source: S3Object, *, timeout: float = 120) -> Pref
     params = {"Bucket": source.bucket, "Key": source.key}
     if source.version_id:
         params["VersionId"] = source.version_id
+    if source.size and (cut := truncation(lambda at, n: _read_range(s3_client, params, at, n), source.size,
+                                          max_boxes=64)):
+        raise InvalidSourceError(f"{source.uri}: {cut}")
     url = s3_client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(timeout) + 300)
     # small files are read whole to count their packets; large ones only where ffprobe needs to look
     count = source.size is not None and source.size <= COUNT_BYTES

@@ -60,17 +60,36 @@ def test_zero_byte_file(tmp_path):
         probe(empty)
 
 
-@pytest.mark.parametrize("kind", ["random", "truncated", "text"])
+@pytest.mark.parametrize("kind", ["random", "text"])
 def test_corrupt_or_not_media(kind, clips, tmp_path):
     bad = tmp_path / f"{kind}.mp4"
     if kind == "random":
         bad.write_bytes(os.urandom(20000))
-    elif kind == "truncated":  # moov atom at the end is cut off
-        bad.write_bytes(clips["av"].read_bytes()[:4000])
     else:
         bad.write_text("this is a text file, not a video\n" * 50)
     with pytest.raises(ProbeError, match="not a media file or corrupt"):
         probe(bad)
+
+
+def test_an_mp4_cut_short_is_called_truncated_with_how_much_is_missing(clips, tmp_path):
+    whole = clips["av"].read_bytes()
+    assert whole.find(b"moov") > whole.find(b"mdat")  # as ffmpeg writes it: the index last
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) // 3])  # an upload that stopped a third of the way
+    with pytest.raises(ProbeError, match=r"truncated: .*'mdat' box runs .* further \(\d+% of the file is missing\); "
+                                         r"its index \('moov'\) is not in the part"):
+        probe(cut)
+    # the same clip with its index first (faststart): the media data ends early
+    front = tmp_path / "front.mp4"
+    ffmpeg("-i", str(clips["av"]), "-map", "0", "-c", "copy", "-movflags", "+faststart", str(front))
+    data = front.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    cut.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(ProbeError, match=r"truncated: .*'mdat' box runs 4\.9 KiB further"):
+        probe(cut)
+    # whole files, and files that are not MP4 at all, are not called truncated
+    probe(front)
+    probe(clips["clip"])
 
 
 def test_no_video_stream(clips):

@@ -50,6 +50,8 @@ def media(tmp_path_factory):
     webm[i + 3:i + 11] = struct.pack(">d", value * 100)
     (d / "long.webm").write_bytes(bytes(webm))
     (d / "random.mp4").write_bytes(bytes(range(256)) * 64)
+    good = (d / "good.mp4").read_bytes()
+    (d / "cut.mp4").write_bytes(good[: len(good) // 3])  # an upload that stopped a third of the way
     return d
 
 
@@ -71,6 +73,7 @@ def test_large_uploads_are_probed_without_counting(s3, media, monkeypatch):
 
 @pytest.mark.parametrize(("name", "message"), [
     ("random.mp4", r"not a media file or corrupt \(Invalid data"),
+    ("cut.mp4", r"truncated: the file ends at .* but its 'mdat' box runs .* further \(\d+% of the file is missing\)"),
     ("audio.mp4", r"no video stream \(streams: audio\)"),
     ("long.webm", r"declared duration 2\d\d\.\d+s is inconsistent with 24 frames"),
 ])

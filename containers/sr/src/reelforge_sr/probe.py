@@ -11,6 +11,7 @@ from typing import Any
 
 from reelforge_sr.errors import ProbeError, ReelForgeError
 from reelforge_sr.ffmpeg_cli import FFMPEG, FFPROBE, ffprobe_json, run
+from reelforge_sr.truncation import mp4_truncation
 
 MAX_SIDE = int(os.environ.get("REELFORGE_MAX_SIDE", "8192"))
 MAX_PIXELS = int(os.environ.get("REELFORGE_MAX_PIXELS", str(36_000_000)))
@@ -181,6 +182,8 @@ def probe(path: str | Path, *, max_side: int = MAX_SIDE, max_pixels: int = MAX_P
     size = path.stat().st_size
     if size == 0:
         raise ProbeError(f"{path}: the file is empty (0 bytes)")
+    if (cut := mp4_truncation(path)) is not None:
+        raise ProbeError(f"{path}: {cut}")
     try:
         info = ffprobe_json(path, "-show_format", "-show_streams", "-show_chapters")
     except ReelForgeError as exc:
