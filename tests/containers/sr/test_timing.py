@@ -1,6 +1,6 @@
 """Every frame at its own time: a source that switches frame rate mid-way, through the whole pipeline.
 
-The expected times come from how the clip is built (12 frames at 24 fps, 15 at 30 fps, 12 at 24 fps),
+The expected times come from how the clip is built (8 frames at 24 fps, 10 at 30 fps, 8 at 24 fps),
 never from the worker; the output is read back with ffprobe.
 """
 
@@ -18,7 +18,7 @@ from reelforge_sr.segment import run_segment
 
 from .conftest import ffmpeg, ffprobe
 
-PARTS = ((24, 12), (30, 15), (24, 12))  # (fps, frames)
+PARTS = ((24, 8), (30, 10), (24, 8))  # (fps, frames)
 
 
 def built_times() -> list[Fraction]:
