@@ -38,5 +38,6 @@ def success_message(job: dict[str, Any], objects: list[dict[str, Any]], report: 
         "previews": [o["uri"] for o in objects if o.get("role") == "preview"],
         "frames": report.get("frames") or report.get("output", {}).get("frames"),
         "quality": report.get("quality"),
+        "quality_warning": (report.get("quality") or {}).get("warning"),
     }
     return json.dumps(body, default=str)

@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from reelforge.settings import SRSettings
 from reelforge.sr.claims import ClaimOutcome, claim_job
-from reelforge.sr.delivery import DeliveryError, verify_delivery
+from reelforge.sr.delivery import DeliveryError, success_message, verify_delivery
 from reelforge.sr.job import (
     InvalidSettingsError,
     array_spec,
@@ -229,3 +229,13 @@ def test_catalog_summary_reads_the_run_states_the_task_sdk_returns(monkeypatch):
         stored = json.loads(s3.get_object(Bucket="output", Key="sr/_catalog_reports/2026-03-01.json")["Body"].read())
     assert summary["counts"] == stored["counts"] == {"done": 1, "skipped": 0, "failed": 1}
     assert summary["failed"][0]["reason"] == "SR run run-bad ended failed (failed: upscale_segments)"
+
+
+def test_the_success_message_carries_the_quality_warning_when_the_worker_wrote_one():
+    job = {"job_id": "j1", "source": {"uri": "s3://ingest/a.mp4"}, "output_uri": "s3://output/sr/j1/"}
+    objects = [{"uri": "s3://output/sr/j1/a.mp4", "role": "video"}, {"uri": "s3://output/sr/j1/report.json",
+                                                                     "role": "report"}]
+    warned = {"frames": 10, "quality": {"psnr_db_mean": 14.2, "warning": "low consistency with the source: PSNR 14.2"}}
+    assert json.loads(success_message(job, objects, warned))["quality_warning"].startswith("low consistency")
+    fine = {"frames": 10, "quality": {"psnr_db_mean": 31.0, "warning": None}}
+    assert json.loads(success_message(job, objects, fine))["quality_warning"] is None

@@ -239,6 +239,8 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
     except (ReelForgeError, RuntimeError) as exc:
         q = {"error": str(exc)}
         warnings.append(f"quality check failed: {exc}")
+    if q.get("warning"):
+        warnings.append(q["warning"])
     quality_s = time.monotonic() - t0
     shutil.rmtree(scratch, ignore_errors=True)
 
