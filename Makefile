@@ -38,7 +38,7 @@ test: stack  ## lint + the whole test suite on the local stack (what CI runs)
 bench: stack  ## benchmarks (print figures and ratios; not tests)
 	source $(ENV) && $(PY) bench/dag_parse.py && $(PY) bench/sr_throughput.py
 
-images:  ## build every containers/<name> image locally (push to ECR: scripts/push-images --push)
+images:  ## build every containers/<name> image here on the local bases, no registry (ECR: scripts/push-images --push)
 	bash scripts/push-images $(if $(TAG),--tag $(TAG))
 
 airflow: stack  ## Airflow UI on http://127.0.0.1:8080 (airflow standalone)

@@ -31,15 +31,38 @@ PATCHED = """                if global_step % cfg.checkpointing_steps == 0:
                             fh.write(str(global_step))
 """
 
+# train_stage_2.py at the pinned commit saves once per epoch (no checkpointing_steps); what follows the block
+# (saving the motion module) stays on the main process under the last `if` below.
+ORIGINAL_STAGE2 = """        # save model after each epoch
+        if accelerator.is_main_process:
+            save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
+            delete_additional_ckpt(save_dir, 1)
+            accelerator.save_state(save_path)
+"""
+PATCHED_STAGE2 = """        # save model after each epoch
+        save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
+        if accelerator.is_main_process:
+            delete_additional_ckpt(save_dir, 1)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(save_path)  # reelforge: every rank (DeepSpeed ZeRO)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with open(os.path.join(save_path, "reelforge.complete"), "w") as fh:
+                fh.write(str(global_step))
+"""
+#: file name → (block at the pinned commit, its replacement); other names: the stage-1 block.
+BLOCKS = {"train_stage_2.py": (ORIGINAL_STAGE2, PATCHED_STAGE2)}
+
 
 def patch_text(text: str, name: str) -> str:
-    if PATCHED in text:
+    original, patched = BLOCKS.get(name, (ORIGINAL, PATCHED))
+    if patched in text:
         return text
-    count = text.count(ORIGINAL)
+    count = text.count(original)
     if count != 1:
         raise SystemExit(f"{name}: expected the checkpointing block exactly once, found {count}: "
                          "the pinned commit changed; update patch_moore.py")
-    return text.replace(ORIGINAL, PATCHED)
+    return text.replace(original, patched)
 
 
 def main(root: str) -> None:
