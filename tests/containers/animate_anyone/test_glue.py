@@ -122,21 +122,6 @@ def test_launcher_resumes_from_the_run_dir_and_ranks_each_node(tmp_path):
     assert "--standalone" in single["argv"] and single["argv"][-4:-2] == ["-m", "reelforge_aa_smoke.train"]
 
 
-def test_moore_patch_saves_on_every_rank_and_marks_completion():
-    sys.path.insert(0, str(PKG / "patches"))
-    try:
-        import patch_moore
-    finally:
-        sys.path.pop(0)
-    # the checkpointing block as it appears in train_stage_1.py at the pinned commit (indentation included)
-    snippet = "def loop():\n" + patch_moore.ORIGINAL + "                x = 1\n"
-    patched = patch_moore.patch_text(snippet, "train_stage_1.py")
-    assert "reelforge.complete" in patched and patched.count("accelerator.wait_for_everyone()") == 2
-    assert patch_moore.patch_text(patched, "again") == patched
-    with pytest.raises(SystemExit):
-        patch_moore.patch_text("nothing here", "train_stage_2.py")
-
-
 def _render(name: str) -> str:
     loader = jinja2.FileSystemLoader(str(ROOT / "include"))
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined)  # noqa: S701 - bash, not HTML
