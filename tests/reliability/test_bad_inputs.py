@@ -30,7 +30,7 @@ REFUSED: dict[str, tuple[str, str] | None] = {
     "zero_byte": ("prepare", r"is empty \(0 bytes\)"),
     "non_video": ("prepare", r"does not have a video file extension"),
     "random_bytes": ("prepare", r"not a media file or corrupt"),
-    "truncated_no_moov": ("prepare", r"truncated: .* its index \('moov'\) is not in the part that arrived"),
+    "truncated_no_moov": ("prepare", r"truncated: no 'moov' box \(the MP4 index"),
     "audio_only": ("prepare", r"no video stream \(streams: audio\)"),
     "declared_16k": ("prepare", r"15360x8640, beyond the limit"),
     "long_duration_few_frames": ("prepare", r"inconsistent with 24 frames"),
