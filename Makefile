@@ -31,8 +31,9 @@ unit: venv  ## the fast tier, no local stack: every test not marked `stack` (no 
 lint: venv  ## ruff (needs only the venv)
 	$(VENV)/bin/ruff check .
 
-test: stack  ## lint + the whole test suite on the local stack (what CI runs)
+test: stack  ## lint + the images (cached; the tests run them) + the whole test suite on the local stack (what CI runs)
 	$(VENV)/bin/ruff check .
+	bash scripts/push-images --bases local
 	source $(ENV) && $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: stack  ## benchmarks (print figures and ratios; not tests)

@@ -11,7 +11,7 @@ when `REELFORGE_STYLEGAN2_DATASET_QUEUE_URL` is set). **Runs on:** SageMaker (co
 | `plan` | Airflow | resolve the dataset, check the form, derive job names and S3 locations from the run |
 | `prepare_dataset` | SageMaker processing | images → square crops → `dataset.zip` + `report.json` |
 | `train` | SageMaker training, spot | StyleGAN2-ADA with ADA and FID/KID, resuming from the newest snapshot |
-| `review_training`, `quality_gate` | Airflow | final FID against `max_fid`: register, or fail with the reason |
+| `review_training`, `quality_gate` | Airflow | the training container's metrics: FID ≤ `max_fid` (empty: no FID) |
 | `register_model` | SageMaker model registry | a version in the model package group (FID, job, dataset) |
 | `generate_samples` | SageMaker processing | `samples` seeds → PNGs + contact sheet |
 | `summarize` | Airflow | SNS success message with links |
@@ -145,8 +145,11 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
                                        description="Training time limit of the job."),
             "max_wait_hours": Param(96, type="integer", minimum=1, maximum=672, title="Max wait (h)",
                                     description="Spot only: training plus waiting for capacity; at least max runtime."),
-            "max_fid": Param(50.0, type="number", exclusiveMinimum=0, title="Quality gate: max FID",
-                             description="fid50k_full of the final model must not exceed this to be registered."),
+            "max_fid": Param(50.0, type=["null", "number"], exclusiveMinimum=0, title="Quality gate: max FID",
+                             description="fid50k_full of the final model must not exceed this to be registered. "
+                                         "Empty: no FID is computed (faster snapshots); the gate then only checks "
+                                         "the job's report of a complete run and the version is registered as "
+                                         "PendingManualApproval."),
             "approval": Param("Approved", enum=["Approved", "PendingManualApproval"], title="Registry approval",
                               description="Approved: the weekly batch uses it at once; PendingManualApproval: "
                                           "someone approves it in the model registry first."),

@@ -105,7 +105,7 @@ def training_params(params: dict[str, Any]) -> dict[str, Any]:
             "spot": bool(params["spot"]),
             "max_runtime_hours": int(params["max_runtime_hours"]),
             "max_wait_hours": int(params["max_wait_hours"]),
-            "max_fid": float(params["max_fid"]),
+            "max_fid": None if params.get("max_fid") in (None, "") else float(params["max_fid"]),
             "approval": str(params.get("approval", "Approved")),
             "samples": int(params.get("samples", 64)),
             "truncation": float(params.get("truncation", 0.7)),
@@ -123,6 +123,8 @@ def training_params(params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParamsError(
             f"with spot on, max_wait_hours ({p['max_wait_hours']}) must be at least max_runtime_hours "
             f"({p['max_runtime_hours']}): the wait includes the training time")
+    if p["max_fid"] is not None and not p["max_fid"] > 0:
+        raise InvalidParamsError("max_fid must be above 0 (or empty: no FID gate)")
     if p["approval"] not in ("Approved", "PendingManualApproval"):
         raise InvalidParamsError("approval must be Approved or PendingManualApproval")
     if p["checkpoint_uri"]:
@@ -132,8 +134,9 @@ def training_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def hyperparameters(p: dict[str, Any]) -> dict[str, str]:
     """What the container's ``train`` entry reads (SageMaker passes every value as a string)."""
+    metrics = "fid50k_full,kid50k_full" if p["max_fid"] is not None else "none"  # no limit: no FID to compute
     hp = {"kimg": str(p["kimg"]), "aug": p["augment"], "mirror": "1" if p["mirror"] else "0",
-          "snap": str(p["snapshot_ticks"]), "metrics": "fid50k_full,kid50k_full"}
+          "snap": str(p["snapshot_ticks"]), "metrics": metrics}
     if p["gamma"] is not None:
         hp["gamma"] = f"{p['gamma']:g}"
     if p["transfer"] != "none":

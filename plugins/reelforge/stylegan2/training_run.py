@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import tarfile
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,6 +17,8 @@ from reelforge.stylegan2.jobs import InvalidParamsError, digest, generation_conf
 log = logging.getLogger(__name__)
 
 METRICS_OBJECT = "reelforge-metrics.json"  # written by the container's train entry into the checkpoint dir
+OUTPUT_ARCHIVE = "output.tar.gz"  # SageMaker's archive of the job's /opt/ml/output/data, beside model.tar.gz
+OUTPUT_METRICS = ("metrics.json", "data/metrics.json")  # the entry's copy in there (local mode keeps data/)
 DATASET_MARKER = "_READY"
 
 
@@ -51,46 +55,86 @@ def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any
     return plan
 
 
-def reported_fid(job: dict[str, Any], checkpoint_uri: str, s3: Any = None) -> tuple[float | None, str]:
+def container_metrics(job: dict[str, Any], checkpoint_uri: str, s3: Any = None) -> tuple[dict[str, Any] | None, str]:
+    """The metrics file the container's ``train`` entry wrote for the final model, and where it was read.
+
+    The entry writes the same JSON to ``checkpoints/reelforge-metrics.json`` (synced to the checkpoint URI)
+    and to ``output/data/metrics.json`` (SageMaker uploads ``output/data`` as ``output.tar.gz`` beside
+    ``model.tar.gz``). The checkpoint copy is read first; the output archive when the checkpoint prefix
+    has none (local mode does not sync checkpoints).
+    """
+    s3 = s3 or aws_client("s3")
+    bucket, prefix = split_s3_uri(checkpoint_uri)
+    key = f"{prefix}{METRICS_OBJECT}"
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), f"s3://{bucket}/{key}"
+    except s3.exceptions.NoSuchKey:
+        pass
+    model_url = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or ""
+    if not model_url.endswith("/model.tar.gz"):
+        return None, f"s3://{bucket}/{key}"
+    archive = model_url[: -len("model.tar.gz")] + OUTPUT_ARCHIVE
+    out_bucket, out_key = split_s3_uri(archive)
+    try:
+        body = s3.get_object(Bucket=out_bucket, Key=out_key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None, f"s3://{bucket}/{key} or {archive}"
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        member = next((m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") in OUTPUT_METRICS), None)
+        if member is None:
+            return None, f"s3://{bucket}/{key} or {archive}"
+        return json.loads(tar.extractfile(member).read()), f"{archive}:{member.name.lstrip('./')}"
+
+
+def final_fid(job: dict[str, Any], metrics: dict[str, Any] | None, source: str) -> tuple[float | None, str]:
     """FID of the final model: SageMaker's final metric value, else the entry's metrics file."""
     for metric in job.get("FinalMetricDataList") or []:
         if metric.get("MetricName") == "fid50k_full":
             return float(metric["Value"]), "SageMaker final metric fid50k_full"
-    bucket, prefix = split_s3_uri(checkpoint_uri)
-    key = f"{prefix}{METRICS_OBJECT}"
-    s3 = s3 or aws_client("s3")
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None, f"neither a fid50k_full metric nor s3://{bucket}/{key}"
-    fid = json.loads(body).get("fid50k_full")
-    return (None if fid is None else float(fid)), f"s3://{bucket}/{key}"
+    fid = (metrics or {}).get("fid50k_full")
+    return (None if fid is None else float(fid)), source
 
 
-def review_training(*, plan: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
-    """Judge the trained model by its FID and prepare its registration and sample generation."""
+def judge(*, name: str, max_fid: float | None, kimg: int, fid: float | None, metrics: dict[str, Any] | None,
+          source: str, checkpoint_uri: str) -> tuple[bool, str]:
+    """The gate: FID within ``max_fid``; with no FID limit, the container's report of a complete run."""
+    if max_fid is None:
+        trained = (metrics or {}).get("kimg")
+        if metrics is None or trained is None:
+            return False, (f"quality gate failed: training job {name} left no metrics file ({source}); the model "
+                           f"was not registered. Checkpoints: {checkpoint_uri}")
+        if int(trained) < kimg:
+            return False, (f"quality gate failed: training job {name} reports {trained} of {kimg} kimg trained "
+                           f"({source}); the model was not registered.")
+        return True, (f"quality gate: no FID limit set (max_fid empty), so no FID was computed; training job "
+                      f"{name} reports {trained} kimg trained ({source}). Registered for manual approval.")
+    if fid is None or not math.isfinite(fid):
+        return False, (f"quality gate failed: training job {name} reported no usable FID ({source}); "
+                       f"the model was not registered. Checkpoints: {checkpoint_uri}")
+    if fid > max_fid:
+        return False, (f"quality gate failed: FID {fid:.2f} of training job {name} is above the limit {max_fid:g} "
+                       f"(from {source}); the model was not registered. To train longer from where it stopped, "
+                       f"trigger again with checkpoint_uri={checkpoint_uri} and a larger kimg.")
+    return True, f"quality gate passed: FID {fid:.2f} ≤ {max_fid:g} (training job {name}, {source})"
+
+
+def review_training(*, plan: dict[str, Any], training: dict[str, Any], s3: Any = None) -> dict[str, Any]:
+    """Judge the trained model by what the job reported and prepare its registration and sample generation."""
     job = training["Training"]
     name = job["TrainingJobName"]
     p = plan["params"]
-    fid, source = reported_fid(job, plan["checkpoint_uri"])
+    s3 = s3 or aws_client("s3")
+    metrics, source = container_metrics(job, plan["checkpoint_uri"], s3)
+    fid, source = final_fid(job, metrics, source)
     model_url = job["ModelArtifacts"]["S3ModelArtifacts"]
-    if fid is None or not math.isfinite(fid):
-        passed = False
-        message = (f"quality gate failed: training job {name} reported no usable FID ({source}); "
-                   f"the model was not registered. Checkpoints: {plan['checkpoint_uri']}")
-    elif fid > p["max_fid"]:
-        passed = False
-        message = (f"quality gate failed: FID {fid:.2f} of training job {name} is above the limit {p['max_fid']:g} "
-                   f"(from {source}); the model was not registered. To train longer from where it stopped, "
-                   f"trigger again with checkpoint_uri={plan['checkpoint_uri']} and a larger kimg.")
-    else:
-        passed = True
-        message = f"quality gate passed: FID {fid:.2f} ≤ {p['max_fid']:g} (training job {name}, {source})"
+    passed, message = judge(name=name, max_fid=p["max_fid"], kimg=p["kimg"], fid=fid, metrics=metrics,
+                            source=source, checkpoint_uri=plan["checkpoint_uri"])
     log.info(message)
     settings = stylegan2_settings()
     fid_text = "none" if fid is None else f"{fid:.4f}"
     registration = {
-        "ModelApprovalStatus": p["approval"],
+        # Without an FID limit nothing judged the images: a person approves the version after the samples.
+        "ModelApprovalStatus": p["approval"] if p["max_fid"] is not None else "PendingManualApproval",
         "ClientToken": digest(plan["run_id"], name, length=32),  # a retried registration is not a second version
         "InferenceSpecification": {
             "Containers": [{"Image": plan["image_uri"], "ModelDataUrl": model_url}],
@@ -102,6 +146,8 @@ def review_training(*, plan: dict[str, Any], training: dict[str, Any]) -> dict[s
             "training_job": name,
             "resolution": str(p["resolution"]),
             "kimg": str(p["kimg"]),
+            "kimg_trained": str((metrics or {}).get("kimg", "unknown")),
+            "metrics_source": source[:256],
             "dag_run": plan["run_id"][:256],
             "checkpoint_uri": plan["checkpoint_uri"][:256],
             "dataset_uri": plan["dataset_uri"][:256],
@@ -116,6 +162,7 @@ def review_training(*, plan: dict[str, Any], training: dict[str, Any]) -> dict[s
         "passed": passed,
         "fid": fid,
         "fid_source": source,
+        "metrics": metrics,
         "message": message,
         "training_job": name,
         "model_url": model_url,

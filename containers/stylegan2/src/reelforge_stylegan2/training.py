@@ -216,6 +216,23 @@ def detect_gpus() -> int:
     return 1 << (count.bit_length() - 1)
 
 
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def on_this_machine(argv: list[str]) -> list[str]:
+    """``train.py``'s argv as this machine can run it: as is with CUDA, else through ``nvlabs_cpu.py``."""
+    if cuda_available():
+        return argv
+    log.warning("no CUDA device: running train.py on the CPU through reelforge_stylegan2.nvlabs_cpu "
+                "(slow: smoke runs and tests only)")
+    return [argv[0], str(Path(__file__).with_name("nvlabs_cpu.py")), *argv[1:]]  # stdlib + torch only
+
+
 def find_dataset(channel: Path) -> Path:
     """The dataset zip the prep job wrote (``dataset.zip``, else the only zip in the channel)."""
     preferred = channel / "dataset.zip"
@@ -304,9 +321,9 @@ def train(opt_ml: OptML | None = None) -> str:
     if before.newest:
         log.info("resuming: %d of %d kimg done, newest snapshot %s", before.done_kimg, hp["kimg"], before.newest.path)
     if remaining > 0:
-        argv = train_command(hp, script=script, runs=runs, data=data, kimg=remaining,
-                             resume=before.newest.path if before.newest else None,
-                             gpus=hp.get("gpus") or detect_gpus())
+        argv = on_this_machine(train_command(hp, script=script, runs=runs, data=data, kimg=remaining,
+                                             resume=before.newest.path if before.newest else None,
+                                             gpus=hp.get("gpus") or detect_gpus()))
         run_train_py(argv, runs=runs, keep=hp["keep_snapshots"], cwd=os.path.dirname(script))
     else:
         log.info("all %d kimg already trained; exporting the newest snapshot", hp["kimg"])
@@ -336,7 +353,10 @@ def finish(opt_ml: OptML, done: Progress, hp: dict) -> str:
         "snapshot": f"{final.run_dir.name}/{final.path.name}",
         "resolution": meta["img_resolution"],
     }
-    for target in (opt_ml.model / "metrics.json", opt_ml.checkpoints / METRICS_FILE):
+    # output/data reaches S3 as output.tar.gz beside model.tar.gz, also where checkpoints are not synced.
+    (opt_ml.output / "data").mkdir(parents=True, exist_ok=True)
+    for target in (opt_ml.model / "metrics.json", opt_ml.checkpoints / METRICS_FILE,
+                   opt_ml.output / "data" / "metrics.json"):
         target.write_text(json.dumps(metrics, indent=2))
     # Last in the log: SageMaker's final metric values come from here.
     print("reelforge final metrics " + json.dumps(metrics), flush=True)
