@@ -24,7 +24,7 @@ from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from reelforge.settings import AWS_CONN_ID, SR_TOPIC_VARIABLE, retry_delay, variable_template
+from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, SR_TOPIC_VARIABLE, retry_delay, variable_template
 
 TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
 MAX_PARALLEL_VIDEOS = 4
@@ -67,7 +67,7 @@ with DAG(
 
     upscale = TriggerDagRunOperator.partial(
         task_id="upscale_video",
-        trigger_dag_id="video_super_resolution",
+        trigger_dag_id=SR_DAG_ID,
         wait_for_completion=True,
         deferrable=True,
         poke_interval=10,

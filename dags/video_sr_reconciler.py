@@ -33,7 +33,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from reelforge.settings import sr_reconcile_interval
+from reelforge.settings import SR_DAG_ID, sr_reconcile_interval
 
 with DAG(
     dag_id="video_sr_reconciler",
@@ -52,7 +52,7 @@ with DAG(
     @task
     def find_unhandled(ti=None) -> list[dict]:
         """Uploads without a ledger entry, as trigger kwargs; the watermark to commit goes to XCom."""
-        from reelforge.sr.reconcile import SR_DAG_ID, reconcile_pass
+        from reelforge.sr.reconcile import reconcile_pass
 
         found = reconcile_pass(ti.get_dr_count(dag_id=SR_DAG_ID, states=["queued", "running"]))
         ti.xcom_push(key="watermark", value=found["watermark"])
@@ -62,7 +62,7 @@ with DAG(
 
     start_sr_run = TriggerDagRunOperator.partial(
         task_id="start_sr_run",
-        trigger_dag_id="video_super_resolution",
+        trigger_dag_id=SR_DAG_ID,
         skip_when_already_exists=True,
         max_active_tis_per_dag=8,
     ).expand_kwargs(runs)

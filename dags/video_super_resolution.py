@@ -50,6 +50,7 @@ from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
+    SR_DAG_ID,
     SR_MAX_ACTIVE_RUNS,
     SR_TOPIC_VARIABLE,
     deadline_interval,
@@ -99,7 +100,7 @@ default_args = {
 }
 
 with DAG(
-    dag_id="video_super_resolution",
+    dag_id=SR_DAG_ID,
     description="Upscale a legacy SD video 2-4x on the Slurm cluster and deliver it to S3.",
     doc_md=__doc__,
     schedule=_ingest_schedule(),

@@ -68,6 +68,8 @@ def sr_ingest_queue_url() -> str | None:
     return os.environ.get("REELFORGE_SR_INGEST_QUEUE_URL") or None
 
 
+#: The SR DAG's id: the DAGs and tasks that start or watch its runs name it through this.
+SR_DAG_ID = "video_super_resolution"
 #: The SR DAG's ``max_active_runs``: the reconciler reads the same number to tell a backlog.
 SR_MAX_ACTIVE_RUNS = 16
 

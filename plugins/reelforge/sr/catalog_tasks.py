@@ -6,11 +6,10 @@ import json
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, setting, sr_settings
+from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, setting, sr_settings
 from reelforge.sr.catalog import list_day, plan_day, summarize
 
 log = logging.getLogger(__name__)
-SR_DAG_ID = "video_super_resolution"
 
 
 def _s3() -> Any:

@@ -13,7 +13,6 @@ from reelforge.storage import InvalidSourceError, S3Object, source_extension, va
 log = logging.getLogger(__name__)
 WATERMARK_VARIABLE = "reelforge_sr_reconcile_watermark"
 BUSY_VARIABLE = "reelforge_sr_reconcile_busy_at"
-SR_DAG_ID = "video_super_resolution"
 
 
 def sr_ledger(settings: SRSettings) -> Ledger:
