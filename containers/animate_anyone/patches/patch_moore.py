@@ -11,6 +11,7 @@ Usage: python patch_moore.py /opt/Moore-AnimateAnyone
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 ORIGINAL = """                if global_step % cfg.checkpointing_steps == 0:
@@ -19,17 +20,20 @@ ORIGINAL = """                if global_step % cfg.checkpointing_steps == 0:
                         delete_additional_ckpt(save_dir, 1)
                         accelerator.save_state(save_path)
 """
-PATCHED = """                if global_step % cfg.checkpointing_steps == 0:
-                    save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
-                    if accelerator.is_main_process:
-                        delete_additional_ckpt(save_dir, 1)
-                    accelerator.wait_for_everyone()
-                    accelerator.save_state(save_path)  # reelforge: every rank (DeepSpeed ZeRO)
-                    accelerator.wait_for_everyone()
-                    if accelerator.is_main_process:
-                        with open(os.path.join(save_path, "reelforge.complete"), "w") as fh:
-                            fh.write(str(global_step))
+# What both trainers get instead (at their own indentation): the save on every rank between barriers, then
+# the completion marker from the main process.
+SAVE_ON_EVERY_RANK = """save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
+if accelerator.is_main_process:
+    delete_additional_ckpt(save_dir, 1)
+accelerator.wait_for_everyone()
+accelerator.save_state(save_path)  # reelforge: every rank (DeepSpeed ZeRO)
+accelerator.wait_for_everyone()
+if accelerator.is_main_process:
+    with open(os.path.join(save_path, "reelforge.complete"), "w") as fh:
+        fh.write(str(global_step))
 """
+PATCHED = ("                if global_step % cfg.checkpointing_steps == 0:\n"
+           + textwrap.indent(SAVE_ON_EVERY_RANK, " " * 20))
 
 # train_stage_2.py at the pinned commit saves once per epoch (no checkpointing_steps); what follows the block
 # (saving the motion module) stays on the main process under the last `if` below.
@@ -39,17 +43,7 @@ ORIGINAL_STAGE2 = """        # save model after each epoch
             delete_additional_ckpt(save_dir, 1)
             accelerator.save_state(save_path)
 """
-PATCHED_STAGE2 = """        # save model after each epoch
-        save_path = os.path.join(save_dir, f"checkpoint-{global_step}")
-        if accelerator.is_main_process:
-            delete_additional_ckpt(save_dir, 1)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(save_path)  # reelforge: every rank (DeepSpeed ZeRO)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with open(os.path.join(save_path, "reelforge.complete"), "w") as fh:
-                fh.write(str(global_step))
-"""
+PATCHED_STAGE2 = "        # save model after each epoch\n" + textwrap.indent(SAVE_ON_EVERY_RANK, " " * 8)
 #: file name → (block at the pinned commit, its replacement); other names: the stage-1 block.
 BLOCKS = {"train_stage_2.py": (ORIGINAL_STAGE2, PATCHED_STAGE2)}
 
