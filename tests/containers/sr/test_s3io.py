@@ -124,3 +124,15 @@ def test_deliver_refuses_bad_prefixes_and_missing_report(s3, tmp_path):
     with pytest.raises(StorageError, match="run `reelforge-sr assemble` first"):
         s3io.deliver(tmp_path, f"s3://{OUT}/sr/job/")
     assert "Contents" not in s3.list_objects_v2(Bucket=OUT)
+
+
+def test_deliver_names_the_video_after_its_source_in_utf8(s3, tmp_path):
+    _fake_job(tmp_path, 100)
+    name = "Épisode 3 (1994) 映画.x2.mp4"
+    assert main(["deliver", "--workdir", str(tmp_path), "--dest", f"s3://{OUT}/sr/job2/", "--name", name]) == 0
+    delivery = json.loads((tmp_path / "delivery.json").read_text())
+    assert delivery["objects"][0]["key"] == f"sr/job2/{name}"
+    assert s3.head_object(Bucket=OUT, Key=f"sr/job2/{name}")["ContentLength"] == 100
+    for bad in ("a/b.mp4", "..", ""):
+        with pytest.raises(StorageError, match="not a file name"):
+            s3io.deliver(tmp_path, f"s3://{OUT}/sr/job3/", name=bad)

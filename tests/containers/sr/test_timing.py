@@ -7,6 +7,7 @@ never from the worker; the output is read back with ffprobe.
 from __future__ import annotations
 
 import json
+import subprocess
 from fractions import Fraction
 
 import pytest
@@ -111,3 +112,75 @@ def test_a_run_that_would_play_off_its_source_time_fails_before_anything_is_publ
     assert all((tmp_path / "segments").glob("*.mkv"))  # the upscaled segments are kept for a rerun
     assert not (tmp_path / "report.json").exists()
     json.loads((tmp_path / "plan.json").read_text())
+
+
+# ------------------------------------------------------------------ constant rate on request
+
+BITS = 5  # source frame k shows k in binary: five vertical bars, bright for a 1 (so output frames say which)
+
+
+@pytest.fixture(scope="module")
+def numbered_rate_switching_clip(tmp_path_factory):
+    """The same 24 → 30 → 24 fps timing as above, each frame showing its number, with audio."""
+    d = tmp_path_factory.mktemp("numbered")
+    parts, first = [], 0
+    for i, (fps, frames) in enumerate(PARTS):
+        part = d / f"part{i}.mp4"
+        ffmpeg("-f", "lavfi", "-i", f"color=c=black:s=64x36:r={fps}", "-vf",
+               f"geq=lum='if(bitand({first}+N,pow(2,floor(X*{BITS}/W))),210,40)':cb=128:cr=128,settb=1/120",
+               "-frames:v", str(frames),
+               "-c:v", "libx264", "-preset", "veryfast", "-qp", "0", "-video_track_timescale", "120", str(part))
+        parts.append(part)
+        first += frames
+    inputs = [a for p in parts for a in ("-i", str(p))]
+    chain = "".join(f"[{i}:v]" for i in range(len(parts))) + f"concat=n={len(parts)}:v=1:a=0[v]"
+    clip = d / "numbered.mp4"
+    ffmpeg(*inputs, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1",
+           "-filter_complex", chain, "-map", "[v]", "-map", f"{len(parts)}:a", "-vsync", "vfr",
+           "-c:v", "libx264", "-preset", "veryfast", "-qp", "0", "-c:a", "aac", "-video_track_timescale", "120",
+           str(clip))
+    assert frame_times(clip) == built_times(), "the test clip itself is not what it should be"
+    return clip
+
+
+def shown_numbers(path, frames: int) -> list[int]:
+    """The number each video frame shows, in order (each bar's mean luma against mid-grey)."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf",
+                          f"scale={BITS}:1:flags=area", "-fps_mode", "passthrough", "-pix_fmt", "gray", "-f",
+                          "rawvideo", "-"], capture_output=True, check=True).stdout
+    assert len(raw) == frames * BITS, (len(raw), frames)
+    return [sum(1 << b for b in range(BITS) if raw[i * BITS + b] > 128) for i in range(frames)]
+
+
+def test_constant_rate_on_request_drops_and_repeats_whole_frames_on_an_exact_grid(numbered_rate_switching_clip,
+                                                                                 tmp_path, pipeline):
+    report = pipeline(numbered_rate_switching_clip, tmp_path, "--scale", "2", "--frame-rate", "24",
+                      segment_seconds="0.4")
+    out = tmp_path / "output.mp4"
+    source = built_times()
+    # the frame on screen at each instant j/24 of the one-second clip (how the clip was built)
+    want = [max(k for k, t in enumerate(source) if t <= Fraction(j, 24)) for j in range(24)]
+    got = frame_times(out)
+    assert len(got) == 24
+    assert all(g - got[0] == Fraction(j, 24) for j, g in enumerate(got)), [float(g - got[0]) for g in got]
+    assert shown_numbers(numbered_rate_switching_clip, len(source)) == list(range(len(source)))
+    shown = shown_numbers(out, 24)
+    assert shown == want, f"output frames show source frames {shown}, expected {want}"
+    # the 30 fps stretch loses two frames, which the model never sees; nothing is retimed
+    assert report["frame_rate"] == {"mode": "constant", "fps": "24", "dropped": 2, "repeated": 0}
+    assert report["segments"]["model_frames"] == len(set(want)) == 24
+    out_audio, src_audio = audio_start(out), audio_start(numbered_rate_switching_clip)
+    drift = max(abs((g - out_audio) - (Fraction(j, 24) - src_audio)) for j, g in enumerate(got))
+    assert drift <= Fraction(1, 24), f"A/V off by up to {float(drift) * 1000:.1f} ms"
+    assert not report["timing"]["vfr"] and abs(report["timing"]["worst_av_offset_s"]) <= 1 / 24
+
+
+def test_constant_rate_above_the_source_repeats_frames_and_upscales_each_once(numbered_rate_switching_clip,
+                                                                             tmp_path, pipeline):
+    report = pipeline(numbered_rate_switching_clip, tmp_path, "--scale", "2", "--frame-rate", "60",
+                      segment_seconds="0.4")
+    source = built_times()
+    want = [max(k for k, t in enumerate(source) if t <= Fraction(j, 60)) for j in range(60)]
+    assert shown_numbers(tmp_path / "output.mp4", 60) == want
+    assert report["frame_rate"]["dropped"] == 0 and report["frame_rate"]["repeated"] == 60 - 26
+    assert report["segments"]["model_frames"] == 26  # each source frame through the model once

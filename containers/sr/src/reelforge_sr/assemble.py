@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from reelforge_sr import frameindex, quality, timeline
+from reelforge_sr import frameindex, framerate, quality, timeline
 from reelforge_sr.atomic import publish, read_json, temp_name, write_json
 from reelforge_sr.errors import AssembleError, ReelForgeError, TimingError
 from reelforge_sr.ffmpeg_cli import FFMPEG, FFPROBE, require_version, run
@@ -47,7 +47,7 @@ def concat_segments(plan: dict[str, Any], workdir: Path, out: Path) -> None:
     lines = ["ffconcat version 1.0"]
     for seg in plan["segments"]:
         video, _ = segment_paths(workdir, seg["index"])
-        lines += [f"file {_quote(video)}", f"duration {float(seg['frames'] / fps):.6f}"]
+        lines += [f"file {_quote(video)}", f"duration {float(seg.get('out_frames', seg['frames']) / fps):.6f}"]
     listing = out.with_suffix(".txt")
     listing.write_text("\n".join(lines) + "\n")
     timescale, _ = track_timescale(fps)
@@ -103,18 +103,28 @@ def video_span(plan: dict[str, Any]) -> float:
     """Seconds from the first frame's start to the last frame's end."""
     fps = Fraction(plan["timing"]["fps"])
     timescale, _ = track_timescale(fps)
-    last = plan["total_frames"] - 1
+    last = framerate.output_frames(plan) - 1
     runs = source_runs(plan)
     tail = runs[-1].step / timescale if runs[-1].first < last and runs[-1].step else 1 / fps
     return timeline.seconds_of(runs, last, timescale) + float(tail)
 
 
 def check_timing(plan: dict[str, Any], output: Path) -> timeline.Offsets:
-    """Every output frame against its source frame, relative to the audio (raises beyond one frame)."""
+    """Every output frame against its source frame, relative to the audio (raises beyond one frame).
+
+    At a constant rate on request, output frame *j* is held to its instant on the grid from the first
+    source frame (the frame it shows is the one on screen then: ``framerate``). After inverse telecine, each
+    output frame (on the film grid) is held to the source time of the frame it shows.
+    """
     pr = ProbeResult.from_dict(plan["probe"])
     total = plan["total_frames"]
     source = frameindex.build(Path(pr.path), pr.video.index, plan["source_frames"]).times[:total]
-    out = frameindex.build(output, 0, total).times
+    if (plan.get("frame_map") or {}).get("mode") == "ivtc":  # each frame against the source frame it shows
+        source = [source[k] for k in framerate.output_sources(plan)]
+    elif framerate.plan_repeats(plan) is not None:
+        step = 1 / Fraction(plan["timing"]["fps"])
+        source = [source[0] + j * step for j in range(framerate.output_frames(plan))]
+    out = frameindex.build(output, 0, len(source)).times
     src_audio = stream_start(Path(pr.path), "a:0") if pr.audio else None
     out_audio = stream_start(output, "a:0") if pr.audio else None
     offsets = timeline.av_offsets(source, plan["timing"]["format_start"], src_audio,
@@ -225,8 +235,8 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
     try:
         actions, warnings = mux(plan, video, tmp, container)
         frames = count_packets(tmp)
-        if frames != plan["total_frames"]:
-            raise AssembleError(f"the muxed output has {frames} frames, the plan {plan['total_frames']}")
+        if frames != framerate.output_frames(plan):
+            raise AssembleError(f"the muxed output has {frames} frames, the plan {framerate.output_frames(plan)}")
         offsets = check_timing(plan, tmp)
         publish(tmp, output)
     finally:
@@ -251,12 +261,14 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
         "version": 1,
         "status": "ok",
         "frames": frames,
-        "frame_check": {"planned": plan["total_frames"], "source": plan["source_frames"], "output": frames,
-                        "equal": frames == plan["total_frames"], "preview": plan["preview"]},
+        "frame_check": {"planned": framerate.output_frames(plan), "source": plan["source_frames"],
+                        "output": frames, "equal": frames == framerate.output_frames(plan), "preview": plan["preview"]},
+        "frame_rate": {"mode": "source"} if "frame_map" not in plan else {
+            k: plan["frame_map"][k] for k in ("mode", "fps", "dropped", "repeated")},
         "durations": {"source_video": in_probe["video"]["duration"], "planned": plan["timing"]["duration"],
                       "output_video": vdur, "output_audio": [a["duration"] for a in out_probe["audio"]],
                       "audio_minus_video_abs": audio_gap, "frame_duration": float(1 / Fraction(plan["timing"]["fps"]))},
-        "timing": offsets.to_dict() | {"vfr": plan["timing"]["vfr"],
+        "timing": offsets.to_dict() | {"vfr": plan["timing"]["vfr"] and "frame_map" not in plan,
                                        "runs": len(source_runs(plan)),
                                        "limit_s": round(float(1 / Fraction(plan["timing"]["fps"])), 6)},
         "input": _facts(in_probe),
@@ -270,7 +282,11 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
         "chapters": {"source": len(in_probe["chapters"]), "output": len(out_probe["chapters"])},
         "segments": {"count": len(records), "frames_per_s": [r.get("frames_per_s") for r in records],
                      "elapsed_s_total": round(sum(r.get("elapsed_s") or 0 for r in records), 3),
+                     **work_counts(plan, records),
                      "hosts": sorted({r.get("host") or "?" for r in records})},
+        "ivtc": {k: plan["ivtc"].get(k) for k in ("setting", "verdict", "reason", "applied", "field_order", "kept",
+                                                  "dropped", "fps", "spans")} | {"action": ivtc_action(plan)}
+        if "ivtc" in plan else None,
         "timings": {"mux_s": round(mux_s, 3), "quality_s": round(quality_s, 3),
                     "assemble_total_s": round(time.monotonic() - started, 3)},
         "quality": q,
@@ -279,6 +295,29 @@ def assemble(workdir: str | Path, output: str | Path | None = None, *, quality_s
     }
     write_json(workdir / REPORT_NAME, report)
     return report
+
+
+def work_counts(plan: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Model calls against frames: decoded source frames, those the output shows, those reused as held."""
+    model = sum(r.get("model_frames", r["frames"]) for r in records)
+    shown = sum(r.get("shown_frames", r["frames"]) for r in records)
+    return {"model_frames": model, "source_frames": sum(r["frames"] for r in records), "shown_frames": shown,
+            "reused_frames": sum(r.get("reused_frames", 0) for r in records),
+            "model_share": round(model / shown, 4) if shown else None,
+            "model_s_total": round(sum(r.get("model_s") or 0 for r in records), 3),
+            "reuse": (plan.get("reuse") or {}).get("enabled", False)}
+
+
+def ivtc_action(plan: dict[str, Any]) -> str:
+    """What the worker did about fields, in words."""
+    tc, dec = plan["ivtc"], plan["decode"]
+    if tc.get("applied"):
+        return (f"inverse telecine: fieldmatch ({tc['field_order']}) + decimate, {tc['kept']} of "
+                f"{tc['kept'] + tc['dropped']} frames kept, {tc['fps']} fps progressive")
+    if dec["deinterlace"]:
+        why = "mixed telecined/other content: every frame kept" if tc.get("verdict") == "mixed" else "interlaced"
+        return f"deinterlaced with bwdif ({why})"
+    return "none (progressive)"
 
 
 def read_report(workdir: Path) -> dict[str, Any]:

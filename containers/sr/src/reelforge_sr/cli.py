@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ten-bit", default="auto", choices=("auto", "on", "off"))
     s.add_argument("--deinterlace", default="auto", choices=("auto", "on", "off"))
     s.add_argument("--sar", default="square", choices=("square", "keep"))
+    s.add_argument("--frame-rate", default="source",
+                   help="source (every frame at its source time; VFR stays VFR) | constant (the source's nominal "
+                        "rate) | a rate such as 25 or 30000/1001: frames dropped or repeated, never retimed")
+    s.add_argument("--ivtc", default="auto", choices=("auto", "on", "off"),
+                   help="inverse telecine: auto (when 3:2 pulldown is detected) | on | off")
+    s.add_argument("--reuse-held", default="on", choices=("on", "off"),
+                   help="a frame that repeats the last upscaled one (held drawings) reuses its output")
 
     s = sub.add_parser("segment", help="upscale one segment of the plan (one Slurm array task)")
     s.add_argument("--workdir", required=True)
@@ -79,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("deliver", help="upload output, previews and report.json (last) to s3://bucket/prefix/")
     s.add_argument("--workdir", required=True)
     s.add_argument("--dest", required=True)
+    s.add_argument("--name", default=None, help="the video's file name under DEST (default: the output's own)")
 
     s = sub.add_parser("serve", help="SageMaker-style HTTP inference server (/ping, /invocations)")
     s.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
@@ -106,11 +114,14 @@ def _run(args: argparse.Namespace) -> Any:
         settings = PlanSettings(model=args.model, scale=args.scale, segment_seconds=args.segment_seconds,
                                 preview_seconds=args.preview_seconds, codec=args.codec, crf=args.crf,
                                 preset=args.preset, container=args.container, ten_bit=args.ten_bit,
-                                deinterlace=args.deinterlace, sar=args.sar)
+                                deinterlace=args.deinterlace, sar=args.sar, frame_rate=args.frame_rate,
+                                ivtc=args.ivtc, reuse_held=args.reuse_held)
         plan = build_plan(args.source, args.workdir, settings)
         path = write_plan(plan, args.workdir)
         (Path(args.workdir) / FAILURE_NAME).unlink(missing_ok=True)
         return {"plan": str(path), "segments": len(plan["segments"]), "total_frames": plan["total_frames"],
+                "output_frames": plan["output_frames"], "ivtc": plan["ivtc"]["verdict"],
+                "ivtc_applied": plan["ivtc"]["applied"],
                 "model": plan["model"], "model_choice": plan["model_choice"].get("method"),
                 "output": f"{plan['geometry']['out_width']}x{plan['geometry']['out_height']}"}
     if args.command == "segment":
@@ -134,7 +145,7 @@ def _run(args: argparse.Namespace) -> Any:
     if args.command == "deliver":
         from reelforge_sr.s3io import deliver
 
-        return deliver(args.workdir, args.dest)
+        return deliver(args.workdir, args.dest, args.name)
     if args.command == "serve":
         from reelforge_sr.serving import serve
 

@@ -18,10 +18,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from reelforge_sr import colour, frameindex, timeline
+from reelforge_sr import colour, frameindex, framerate, ivtc, timeline
 from reelforge_sr.atomic import write_json
 from reelforge_sr.content import classify
 from reelforge_sr.errors import PlanError
+from reelforge_sr.held import Bound
 from reelforge_sr.models.registry import DEFAULT_FOR_KIND, resolve
 from reelforge_sr.probe import ProbeResult, probe
 
@@ -47,6 +48,9 @@ class PlanSettings:
     ten_bit: str = "auto"
     deinterlace: str = "auto"
     sar: str = "square"
+    frame_rate: str = "source"  # source (keep every frame's time) | constant | a rate such as 25 or 30000/1001
+    ivtc: str = "auto"  # inverse telecine: auto (when detected) | on | off
+    reuse_held: str = "on"  # held frames reuse the previous upscaled frame: on | off
 
     def validate(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -61,11 +65,14 @@ class PlanSettings:
             raise PlanError("--crf must be within 0..51")
         if self.container not in CONTAINERS:
             raise PlanError(f"--container must be one of {', '.join(CONTAINERS)}")
-        for name in ("ten_bit", "deinterlace"):
+        for name in ("ten_bit", "deinterlace", "ivtc"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise PlanError(f"--{name.replace('_', '-')} must be auto, on or off")
+        if self.reuse_held not in ("on", "off"):
+            raise PlanError("--reuse-held must be on or off")
         if self.sar not in ("square", "keep"):
             raise PlanError("--sar must be square or keep")
+        framerate.parse(self.frame_rate)
 
 
 def even(value: float) -> int:
@@ -131,6 +138,12 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
 
     ten_bit = settings.ten_bit == "on" or (settings.ten_bit == "auto" and v.bit_depth > 8)
     deinterlace = settings.deinterlace == "on" or (settings.deinterlace == "auto" and v.interlaced)
+    source_fps = Fraction(v.fps)
+    telecine = ivtc.decide(settings.ivtc, pr.path, v.index, index.times[:total], pr.start_time, source_fps, v.vfr)
+    if telecine["applied"]:
+        deinterlace = False  # field matching instead; bwdif only on frames it leaves combed
+    elif telecine["verdict"] == "mixed" and settings.deinterlace == "auto":
+        deinterlace = True  # conservative: every frame kept and deinterlaced, none dropped
     sar = Fraction(*map(int, v.sar.split(":")))
     model_w, model_h = v.display_width * settings.scale, v.display_height * settings.scale
     if settings.sar == "square":
@@ -144,6 +157,8 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
     filters = []
     if deinterlace:
         filters.append("bwdif=mode=send_frame:parity=auto:deint=all")
+    if telecine["applied"]:
+        filters.append(ivtc.filters(telecine["field_order"]))
     filters.append(f"scale=in_color_matrix={col['matrix']}:in_range={col['range']}"
                    f":flags=bicubic+accurate_rnd+full_chroma_int,format={decode_fmt}")
     enc_pix = "yuv420p10le" if ten_bit else "yuv420p"
@@ -151,16 +166,35 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
                    f":out_range={col['range']}", f"format={enc_pix}", f"setsar={out_sar.replace(':', '/')}"]
     preset = settings.preset or ("p5" if "nvenc" in settings.codec else "veryfast")
 
+    requested = framerate.parse(settings.frame_rate)
+    counts: list[int] | None = None
+    out_fps = source_fps
+    if telecine["applied"]:
+        more = total + ivtc.TAIL  # a preview's last cycles are decided with the frames after them
+        until = None if more >= source_frames else float(index.times[more]) - pr.start_time
+        keep = ivtc.kept_frames(pr.path, v.index, telecine["field_order"], total, until)
+        counts, out_fps = ivtc.frame_counts(keep, index.times[:total], source_fps, requested)
+        telecine |= {"kept": sum(keep), "dropped": keep.count(False), "fps": str(ivtc.RATES[source_fps])}
+    elif requested != "source":
+        out_fps = source_fps if requested == "constant" else requested
+        times = index.times[:total]
+        last = times[-1] - times[-2] if total > 1 else 1 / source_fps  # the last frame lasts as the one before
+        counts = framerate.repeats(times, times[-1] + last, out_fps)
     starts = choose_boundaries(index, total, settings.segment_seconds)
     bounds = [*starts, total]
     segments = []
     for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
-        seek = index.seek_before(a)
+        preroll = min(a, ivtc.PREROLL) if telecine["applied"] else 0  # field matching reads the frames before
+        seek = index.seek_before(a - preroll)
         segments.append({
             "index": i, "start_frame": a, "end_frame": b, "frames": b - a,
+            "out_frames": b - a if counts is None else sum(counts[a:b]),
             "start_time": float(index.times[a]),
             "seek": None if seek is None else round(float(seek) - pr.start_time, 6),
-        })
+        } | ({"preroll": preroll} if telecine["applied"] else {}))
+    if empty := [seg["index"] for seg in segments if seg["out_frames"] == 0]:
+        raise PlanError(f"at {settings.frame_rate} fps segment(s) {empty[:5]} would have no output frame: "
+                        f"choose a higher rate or longer segments")
     plan: dict[str, Any] = {
         "version": PLAN_VERSION,
         "source": pr.path,
@@ -173,9 +207,10 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
         "model_kind": spec.kind,
         "preview": settings.preview_seconds > 0,
         "timing": {
-            "fps": v.fps, "vfr": v.vfr, "frame_index": index.method,
+            "fps": v.fps if counts is None else str(out_fps), "source_fps": v.fps, "vfr": v.vfr,
+            "frame_index": index.method,
             "video_start": float(index.times[0]), "format_start": pr.start_time,
-            "duration": round(float(total / Fraction(v.fps)), 6),
+            "duration": round(float(sum(counts) / out_fps if telecine["applied"] else total / source_fps), 6),
         },
         "geometry": {
             "decode_width": v.display_width, "decode_height": v.display_height,
@@ -190,10 +225,20 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
         "segments": segments,
         "total_frames": total,
         "source_frames": source_frames,
+        "output_frames": total if counts is None else sum(counts),
         # where each output frame goes: the source's own times, as straight runs (not in the digest:
-        # segments do not depend on it)
-        "frame_times": {"runs": [r.to_list() for r in timeline.frame_runs(index.times[:total], Fraction(v.fps))]},
+        # segments do not depend on it), or the constant-rate grid
+        "frame_times": {"runs": [r.to_list() for r in (
+            timeline.frame_runs(index.times[:total], source_fps) if counts is None
+            else [timeline.Run(0, 0, Fraction(timeline.track_timescale(out_fps)[1]))])]},
     }
+    if counts is not None:
+        plan["frame_map"] = {"mode": "ivtc" if telecine["applied"] and requested == "source" else "constant",
+                             "fps": str(out_fps), "repeats": framerate.encode(counts),
+                             "dropped": counts.count(0), "repeated": sum(n - 1 for n in counts if n > 1)}
+    plan["ivtc"] = telecine
+    plan["reuse"] = {"enabled": settings.reuse_held == "on", "bound": Bound().to_dict(),
+                     "compare": "decoded frame vs the last frame sent to the model (RGB, 8-bit levels)"}
     plan["digest"] = plan_digest(plan)
     return plan
 
@@ -202,6 +247,9 @@ def plan_digest(plan: dict[str, Any]) -> str:
     """sha256 of what determines segment content (not timestamps of the planning run)."""
     keys = ("version", "source", "source_size", "settings", "model", "timing", "geometry", "colour", "decode",
             "encode", "segments", "total_frames")
+    if "frame_map" in plan:  # only constant-rate plans have one: older plans keep their digest
+        keys += ("frame_map",)
+    keys += tuple(k for k in ("ivtc", "reuse") if k in plan)  # plans from before them keep their digest
     blob = json.dumps({k: plan.get(k) for k in keys}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 

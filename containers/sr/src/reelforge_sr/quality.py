@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from reelforge_sr import framerate
 from reelforge_sr.ffmpeg_cli import FFMPEG
 from reelforge_sr.frames_io import FrameDecoder, decode_args
 
@@ -53,10 +54,10 @@ def sample_indices(total: int, k: int) -> list[int]:
 
 
 def source_frame(plan: dict[str, Any], frame: int) -> np.ndarray:
-    """Frame ``frame`` of the source, decoded exactly as the segment workers decode it."""
+    """Frame ``frame`` of the source, decoded exactly as the segment workers decode it (pre-roll included)."""
     seg = next(s for s in plan["segments"] if s["start_frame"] <= frame < s["end_frame"])
     geo, dec = plan["geometry"], plan["decode"]
-    filters = f"{dec['filters']},select=eq(n\\,{frame - seg['start_frame']})"
+    filters = f"{dec['filters']},select=eq(n\\,{frame - seg['start_frame'] + seg.get('preroll', 0)})"
     d = FrameDecoder(decode_args(plan["source"], plan["probe"]["video"]["index"], seg["seek"], 1, filters,
                                  dec["pix_fmt"]), geo["decode_width"], geo["decode_height"], dec["pix_fmt"], 1)
     try:
@@ -130,10 +131,11 @@ def check(plan: dict[str, Any], output: Path, out_probe: dict[str, Any], preview
     peak = 255.0 if plan["decode"]["pix_fmt"] == "rgb24" else 65535.0
     previews_dir.mkdir(parents=True, exist_ok=True)
     rows, files = [], []
-    for n, frame in enumerate(sample_indices(plan["total_frames"], samples)):
-        src = source_frame(plan, frame)
+    shows = framerate.output_sources(plan)  # the source frame each output frame shows
+    for n, frame in enumerate(sample_indices(len(shows), samples)):
+        src = source_frame(plan, shows[frame])
         down = output_frame(plan, output, out_probe, frame, w, h, "area")
-        rows.append({"frame": frame, "psnr_db": round(psnr(src, down, peak), 3),
+        rows.append({"frame": frame, "source_frame": shows[frame], "psnr_db": round(psnr(src, down, peak), 3),
                      "ssim": round(ssim(src, down, peak), 5)})
         if n < previews:
             big = output_frame(plan, output, out_probe, frame, geo["model_width"], geo["model_height"], "lanczos")

@@ -167,8 +167,9 @@ def upload(client: Any, path: Path, bucket: str, key: str, role: str) -> dict[st
             "multipart": size >= MULTIPART_THRESHOLD}
 
 
-def deliver(workdir: str | Path, dest: str) -> dict[str, Any]:
-    """Upload the output video, the previews, then ``report.json`` last; write ``delivery.json``.
+def deliver(workdir: str | Path, dest: str, name: str | None = None) -> dict[str, Any]:
+    """Upload the output video (as ``name``: the source's own name), the previews, then ``report.json``
+    last; write ``delivery.json``.
 
     Each S3 put is atomic, and the report goes last, so a report under the prefix means the delivery
     is complete.
@@ -182,7 +183,9 @@ def deliver(workdir: str | Path, dest: str) -> dict[str, Any]:
     video = Path(report["output"]["path"])
     if not video.is_file():
         raise StorageError(f"the output {video} named in report.json does not exist")
-    items = [("video", video, f"{prefix}{video.name}")]
+    if name is not None and (not name or "/" in name or name in (".", "..")):
+        raise UnusableObjectError(f"--name {name!r} is not a file name")
+    items = [("video", video, f"{prefix}{name or video.name}")]
     for name in (report.get("quality") or {}).get("previews", []):
         path = workdir / "previews" / name
         if path.is_file() and Path(name).name == name:

@@ -1,5 +1,11 @@
 """One Slurm array task: decode a frame range, upscale it, encode it, publish it atomically.
 
+Where the plan asks for a constant frame rate (``framerate``) or inverse telecine (``ivtc``), a source frame
+the plan drops is decoded but never upscaled, and one it repeats is upscaled once and encoded as often as the
+grid shows it. With inverse telecine the decoder starts ``preroll`` frames early (discarded) so that field
+matching sees the same neighbours as in the plan's full pass. With held-frame reuse (``held``), a frame that
+shows the same picture as the last model input, within the plan's bound, is given that input's output.
+
 Decoding, inference and encoding overlap: a reader thread fills a small queue from the decoder pipe, the
 main thread runs the model, a writer thread feeds the encoder pipe. Exactly the planned number of frames
 must come out: a decoder shortfall, a model error or an encoder failure raises :class:`SegmentError`
@@ -21,6 +27,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from reelforge_sr import framerate, held
 from reelforge_sr.atomic import publish, read_json, remove_stale_temps, temp_name, write_json
 from reelforge_sr.engine import Upscaler, default_threads, pick_device
 from reelforge_sr.errors import SegmentError
@@ -51,6 +60,7 @@ def completed_record(plan: dict[str, Any], workdir: Path, index: int, *, verify_
     seg = plan["segments"][index]
     if (record.get("plan_digest") != plan["digest"] or record.get("start_frame") != seg["start_frame"]
             or record.get("end_frame") != seg["end_frame"] or record.get("frames") != seg["frames"]
+            or record.get("out_frames", record.get("frames")) != seg.get("out_frames", seg["frames"])
             or record.get("bytes") != video.stat().st_size):
         return None
     if verify_hash and record.get("sha256") != file_sha256(video):
@@ -73,6 +83,26 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             if stop.is_set() and item is not END:
                 return False
+
+
+def _outputs(frames: np.ndarray, shown: np.ndarray, calls: list[int], sources: list[int], ups: np.ndarray | None,
+             anchor_in: np.ndarray | None, anchor_out: np.ndarray | None,
+             ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The batch's output frames (each shown frame's picture, repeated as the plan shows it) and the new anchor."""
+    if not sources:
+        return None, anchor_in, anchor_out
+    counts = shown[shown > 0]
+    if ups is not None and len(calls) == len(frames) and (counts == 1).all():
+        out = ups  # every frame upscaled and shown once: no copy
+    else:
+        if anchor_out is None:
+            pool = ups
+        else:
+            pool = anchor_out[None] if ups is None else np.concatenate([anchor_out[None], ups])
+        out = np.repeat(pool[np.asarray(sources) + (anchor_out is not None)], counts, axis=0)
+    if calls:
+        anchor_in, anchor_out = frames[calls[-1]], ups[-1]
+    return out, anchor_in, anchor_out
 
 
 def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None, device: str = "auto",
@@ -111,11 +141,15 @@ def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None
     scale = plan["settings"]["scale"]
     tmp = temp_name(final)
     count = seg["frames"]
+    out_count = seg.get("out_frames", count)
+    all_repeats = framerate.plan_repeats(plan)
+    repeats = None if all_repeats is None else all_repeats[seg["start_frame"]:seg["end_frame"]]
     started = time.monotonic()
     # ffmpeg children start first: their start-up overlaps loading the model
-    decoder = FrameDecoder(decode_args(plan["source"], plan["probe"]["video"]["index"], seg["seek"], count,
+    preroll = seg.get("preroll", 0)
+    decoder = FrameDecoder(decode_args(plan["source"], plan["probe"]["video"]["index"], seg["seek"], count + preroll,
                                        dec_cfg["filters"], pix, threads=min(2, threads)),
-                           w, h, pix, count)
+                           w, h, pix, count + preroll)
     encoder = FrameEncoder(encoder_args(plan, tmp, w * scale, h * scale, pix))
     try:
         loaded = load_model(plan["model"], model_dir, allow_download=allow_download)
@@ -134,10 +168,14 @@ def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None
     errors: list[BaseException] = []
     q_in: queue.Queue = queue.Queue(maxsize=2)
     q_out: queue.Queue = queue.Queue(maxsize=2)
-    timings = {"model_s": 0.0}
+    timings = {"model_s": 0.0, "reuse_check_s": 0.0}
+    reuse = plan.get("reuse") or {}
+    bound = held.Bound.from_dict(reuse["bound"]) if reuse.get("enabled") else None
 
     def reader() -> None:
         try:
+            if preroll and decoder.read(preroll) is None:
+                raise SegmentError(f"segment {index}: no frames for the {preroll}-frame pre-roll")
             while not stop.is_set():
                 frames = decoder.read(per_pass)
                 if frames is None:
@@ -166,22 +204,34 @@ def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None
                 threading.Thread(target=writer, name="encode", daemon=True)]
     for t in threads_:
         t.start()
-    produced = 0
+    produced = 0  # source frames through the model step (dropped ones included)
+    model_calls = shown_frames = 0
+    anchor_in: np.ndarray | None = None  # the last model input and its output, for held-frame reuse
+    anchor_out: np.ndarray | None = None
     last_log = started
     try:
         while (frames := q_in.get()) is not END:
             if stop.is_set():
                 continue
+            shown = (np.ones(len(frames), np.int64) if repeats is None
+                     else np.asarray(repeats[produced:produced + len(frames)]))
             try:
                 t0 = time.monotonic()
-                out = engine(frames)
-                timings["model_s"] += time.monotonic() - t0
+                calls, sources = held.plan_reuse(frames, shown, anchor_in, bound)
+                t1 = time.monotonic()
+                ups = None if not calls else engine(frames if len(calls) == len(frames) else frames[calls])
+                timings["model_s"] += time.monotonic() - t1
+                timings["reuse_check_s"] += t1 - t0
+                out, anchor_in, anchor_out = _outputs(frames, shown, calls, sources, ups, anchor_in, anchor_out)
             except Exception as exc:
                 errors.append(SegmentError(f"model failed on frames {seg['start_frame'] + produced}+: {exc}"))
                 stop.set()
                 continue
-            produced += len(out)
-            _put(q_out, out, stop)
+            model_calls += len(calls)
+            shown_frames += len(sources)
+            produced += len(frames)
+            if out is not None:
+                _put(q_out, out, stop)
             if time.monotonic() - last_log > 30:
                 last_log = time.monotonic()
                 log.info("segment %d: %d/%d frames, %.2f frames/s", index, produced, count,
@@ -192,12 +242,12 @@ def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None
         if errors:
             raise errors[0]
         encoder.close()
-        if produced != count or encoder.written != count:
-            raise SegmentError(f"segment {index}: {produced} frames upscaled, {encoder.written} encoded, "
-                               f"{count} planned")
+        if produced != count or encoder.written != out_count:
+            raise SegmentError(f"segment {index}: {produced} of {count} source frames decoded, "
+                               f"{encoder.written} of {out_count} output frames encoded")
         packets = count_packets(tmp)
-        if packets != count:
-            raise SegmentError(f"segment {index}: encoded file holds {packets} frames, planned {count}")
+        if packets != out_count:
+            raise SegmentError(f"segment {index}: encoded file holds {packets} frames, planned {out_count}")
         try:
             publish(tmp, final)
         except OSError as exc:
@@ -211,13 +261,17 @@ def run_segment(workdir: str | Path, index: int, *, model_dir: str | None = None
     elapsed = time.monotonic() - started
     record = {
         "index": index, "start_frame": seg["start_frame"], "end_frame": seg["end_frame"], "frames": count,
+        "out_frames": out_count, "model_frames": model_calls, "shown_frames": shown_frames,
+        "reused_frames": shown_frames - model_calls, "preroll": preroll,
         "file": final.name, "bytes": final.stat().st_size, "sha256": file_sha256(final),
         "plan_digest": plan["digest"], "model": plan["model"], "weights": loaded.source,
         "engine": asdict(engine.info), "encoder": codec, "elapsed_s": round(elapsed, 3),
-        "model_s": round(timings["model_s"], 3), "frames_per_s": round(count / elapsed, 3) if elapsed else None,
+        "model_s": round(timings["model_s"], 3), "reuse_check_s": round(timings["reuse_check_s"], 3),
+        "frames_per_s": round(count / elapsed, 3) if elapsed else None,
         "host": socket.gethostname(), "pid": os.getpid(),
         "slurm_job": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
     }
     write_json(record_path, record)
-    log.info("segment %d: %d frames in %.1fs (%.2f frames/s) → %s", index, count, elapsed, count / elapsed, final)
+    log.info("segment %d: %d frames in %.1fs (%.2f frames/s), %d model calls for %d shown frames → %s", index, count,
+             elapsed, count / elapsed, model_calls, shown_frames, final)
     return {**record, "skipped": False}
