@@ -88,7 +88,7 @@ def png_read(path: Path):
 
 
 # ---------------------------------------------------------------- phases (each in its own process)
-def phase_model(src: Path, threads: int, model: str, precision: str) -> dict:
+def phase_model(src: Path, threads: int, model: str, precision: str, device: str = "cpu") -> dict:
     import numpy as np
 
     from reelforge_sr.engine import Upscaler
@@ -99,8 +99,11 @@ def phase_model(src: Path, threads: int, model: str, precision: str) -> dict:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                          capture_output=True, check=True).stdout
     frames = np.frombuffer(bytearray(raw), np.uint8).reshape(-1, v.height, v.width, 3)
-    engine = Upscaler(load_model(model, model_dir(), allow_download=False).net, threads=threads, precision=precision)
+    engine = Upscaler(load_model(model, model_dir(), allow_download=False).net, threads=threads, precision=precision,
+                      device=device)
     step = engine.frames_per_pass(v.height, v.width)
+    if str(engine.info.device).startswith("cuda"):
+        engine(frames[:step])  # warm-up (CUDA context, cuDNN autotuning): not timed
     start = time.perf_counter()
     for i in range(0, len(frames), step):
         engine(frames[i:i + step])
@@ -108,21 +111,22 @@ def phase_model(src: Path, threads: int, model: str, precision: str) -> dict:
     return {"frames": len(frames), "seconds": elapsed, "fps": len(frames) / elapsed, "frames_per_pass": step}
 
 
-def phase_worker(src: Path, threads: int, model: str, precision: str, work: Path) -> dict:
+def phase_worker(src: Path, threads: int, model: str, precision: str, work: Path, device: str = "cpu",
+                 codec: str = "libx264") -> dict:
     from reelforge_sr.plan import PlanSettings, build_plan, write_plan
     from reelforge_sr.segment import run_segment
 
-    plan = build_plan(src, work, PlanSettings(model=model, segment_seconds=1e6))
+    plan = build_plan(src, work, PlanSettings(model=model, segment_seconds=1e6, codec=codec))
     write_plan(plan, work)
     start = time.perf_counter()
     record = run_segment(work, 0, model_dir=str(model_dir()), threads=threads, precision=precision,
-                         allow_download=False)
+                         allow_download=False, device=device)
     elapsed = time.perf_counter() - start
     return {"frames": record["frames"], "seconds": elapsed, "fps": record["frames"] / elapsed,
             "model_s": record["model_s"]}
 
 
-def phase_baseline(src: Path, threads: int, model: str, work: Path) -> dict:
+def phase_baseline(src: Path, threads: int, model: str, work: Path, device: str = "cpu") -> dict:
     import numpy as np
     import torch
 
@@ -132,7 +136,7 @@ def phase_baseline(src: Path, threads: int, model: str, work: Path) -> dict:
     loaded = load_model(model, model_dir(), allow_download=False)
     net = SRVGGNetCompact(num_feat=loaded.spec.num_feat, num_conv=loaded.spec.num_conv, upscale=loaded.spec.scale)
     net.load_state_dict(loaded.net.state_dict())
-    net.eval()
+    net.eval().to(device)
     frames_in, frames_out = work / "in", work / "out"
     frames_in.mkdir(parents=True)
     frames_out.mkdir()
@@ -141,10 +145,10 @@ def phase_baseline(src: Path, threads: int, model: str, work: Path) -> dict:
     files = sorted(frames_in.glob("*.png"))
     for path in files:
         img = png_read(path).astype(np.float32) / 255.0
-        x = torch.from_numpy(np.transpose(img, (2, 0, 1)).copy()).unsqueeze(0)  # contiguous NCHW fp32
+        x = torch.from_numpy(np.transpose(img, (2, 0, 1)).copy()).unsqueeze(0).to(device)  # contiguous NCHW fp32
         with torch.no_grad():
             y = net(x)
-        out = y.squeeze(0).float().clamp_(0, 1).numpy()
+        out = y.squeeze(0).float().clamp_(0, 1).cpu().numpy()
         out = (np.transpose(out, (1, 2, 0)) * 255.0).round().astype(np.uint8)
         png_write(frames_out / path.name, out)
     fps = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate",
@@ -156,12 +160,14 @@ def phase_baseline(src: Path, threads: int, model: str, work: Path) -> dict:
     return {"frames": len(files), "seconds": elapsed, "fps": len(files) / elapsed}
 
 
-def run_phase(name: str, src: Path, threads: int, model: str, precision: str, work: Path) -> dict:
+def run_phase(name: str, src: Path, threads: int, model: str, precision: str, work: Path, device: str = "cpu",
+              codec: str = "libx264") -> dict:
     """Run one phase in a child process; add its peak RSS (MiB)."""
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "REELFORGE_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, __file__, "--phase", name, "--src", str(src), "--threads", str(threads),
-                             "--model", model, "--precision", precision, "--work", str(work)],
+                             "--model", model, "--precision", precision, "--work", str(work), "--device", device,
+                             "--codec", codec],
                             stdout=subprocess.PIPE, env=env)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -177,17 +183,21 @@ def main() -> int:
     ap.add_argument("--clip", type=Path, default=None, help="source clip (default: Caminandes sample)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--model", default="realesr-animevideov3")
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                     help="ours (model only, worker); the baseline is always fp32 like RealESRGANer on CPU")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (all three phases)")
+    ap.add_argument("--codec", default="libx264", help="the worker's encoder (h264_nvenc on a GPU with NVENC)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per phase; the best is reported (shared machines)")
     ap.add_argument("--phase", choices=("model", "worker", "baseline"), help=argparse.SUPPRESS)
     ap.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
-        fn = {"model": lambda: phase_model(args.src, args.threads, args.model, args.precision),
-              "worker": lambda: phase_worker(args.src, args.threads, args.model, args.precision, args.work),
-              "baseline": lambda: phase_baseline(args.src, args.threads, args.model, args.work)}[args.phase]
+        fn = {"model": lambda: phase_model(args.src, args.threads, args.model, args.precision, args.device),
+              "worker": lambda: phase_worker(args.src, args.threads, args.model, args.precision, args.work,
+                                             args.device, args.codec),
+              "baseline": lambda: phase_baseline(args.src, args.threads, args.model, args.work, args.device)}[
+            args.phase]
         print(json.dumps(fn()))
         return 0
 
@@ -197,7 +207,8 @@ def main() -> int:
         return 1
     sizes = SIZES + ([LARGE] if args.large else [])
     load = os.getloadavg()[0]
-    print(f"sr_throughput: {args.model}, x4, precision {args.precision}, {args.threads} CPU threads, clip {clip.name}, "
+    print(f"sr_throughput: {args.model}, x4, {args.device}, precision {args.precision}, encoder {args.codec}, "
+          f"{args.threads} CPU threads, clip {clip.name}, "
           f"load average {load:.1f}, "
           f"best of {args.repeats} runs per phase ({max(1, args.repeats - 1)} for the baseline)")
     print(f"{'size':>9} {'frames':>6} {'model-only':>11} {'worker e2e':>11} {'e2e/model':>9} {'baseline':>9} "
@@ -212,7 +223,8 @@ def main() -> int:
                     if name == "baseline" and rep >= max(1, args.repeats - 1):
                         continue  # the slow baseline gets one run fewer
                     work = Path(tmp) / f"{name}_{width}_{rep}"
-                    runs[name].append(run_phase(name, src, args.threads, args.model, args.precision, work))
+                    runs[name].append(run_phase(name, src, args.threads, args.model, args.precision, work,
+                                                args.device, args.codec))
                     shutil.rmtree(work, ignore_errors=True)
             res = {name: {**max(rs, key=lambda r: r["fps"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
                           "all_fps": [round(r["fps"], 2) for r in rs]} for name, rs in runs.items()}

@@ -16,9 +16,12 @@ launches and watches the work.
 | `assemble_and_deliver` | Slurm, CPU partition | concat, mux original audio/subtitles/chapters, quality, upload |
 | `publish` / `notify_success` | Airflow | verify the delivered objects, SNS success with links |
 
-**Inputs:** `s3://<ingest bucket>/<ingest prefix>…` (any video container). **Outputs:**
-`s3://<output bucket>/<output prefix><name>/<job id>/`: the upscaled video, `report.json`
-(frame counts, durations, PSNR/SSIM) and `previews/` (side-by-side crops).
+**Inputs:** `s3://<ingest bucket>/<ingest prefix>…` (any video container). An upload carries its
+settings in its folder (`x2/` → scale 2, Variable `reelforge_sr_profiles`) or its metadata
+(`x-amz-meta-reelforge-scale: 2`, `…-frame-rate: 25`); this form's values win where a run sets them.
+**Outputs:** `s3://<output bucket>/<output prefix><name>/<job id>/`: the upscaled video as
+`<name>.x<scale>.<container>` (the upload's own name, UTF-8 kept), `report.json` (frame counts,
+timing, PSNR/SSIM) and `previews/` (side-by-side crops).
 
 **Idempotent:** the job id hashes the object version and the settings; a duplicate notification
 finds the first run's claim and skips, a delivered job is not redone, and a retried or cleared run
@@ -35,16 +38,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
-from airflow.sdk import (
-    DAG,
-    Asset,
-    AssetWatcher,
-    Param,
-    task,
-)
+from airflow.sdk import DAG, Param, task
 
+from reelforge import dag_defaults
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
@@ -54,11 +51,11 @@ from reelforge.settings import (
     SR_MAX_ACTIVE_RUNS,
     SR_TOPIC_VARIABLE,
     deadline_interval,
-    retry_delay,
     sr_ingest_queue_url,
     variable_template,
     wait_before_defer,
 )
+from reelforge.sr.form import form_params
 
 TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
@@ -66,44 +63,17 @@ INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 #: (saves the triggerer round trip on plan/assemble and on short clips); longer ones defer.
 WAIT_BEFORE_DEFER_S = wait_before_defer(30)
 
-
-def _ingest_schedule() -> list[Asset] | None:
-    """Event-driven when the ingest queue is configured; otherwise started by the reconciler or the form."""
-    queue_url = sr_ingest_queue_url()
-    if not queue_url:
-        return None
-    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
-
-    trigger = MessageQueueTrigger(
-        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=2
-    )
-    return [Asset("reelforge-sr-ingest", watchers=[AssetWatcher(name="sr_ingest_queue", trigger=trigger)])]
-
-
-default_args = {
-    "owner": "media-platform",
-    "retries": 3,
-    "retry_delay": retry_delay(30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN,
-        subject="ReelForge SR failed: {{ dag_run.run_id[:60] }}",
-        message=(
-            '{"event": "sr_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"task_id": "{{ ti.task_id }}", "try_number": {{ ti.try_number }}, '
-            '"reason": {{ (exception | string) | tojson }}}'
-        ),
-        message_attributes={"event": "sr_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="media-platform", retries=3, retry_seconds=30, max_retry_delay=timedelta(minutes=15),
+    topic_variable=SR_TOPIC_VARIABLE, event="sr_failed", title="ReelForge SR failed",
+)
 
 with DAG(
     dag_id=SR_DAG_ID,
     description="Upscale a legacy SD video 2-4x on the Slurm cluster and deliver it to S3.",
     doc_md=__doc__,
-    schedule=_ingest_schedule(),
+    # event-driven when the ingest queue is configured; else the reconciler or the form start runs
+    schedule=dag_defaults.queue_schedule("reelforge-sr-ingest", "sr_ingest_queue", sr_ingest_queue_url()),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=SR_MAX_ACTIVE_RUNS,
@@ -119,41 +89,17 @@ with DAG(
             title="Source video",
             description="s3://bucket/key of the video to upscale. Leave empty for runs started by an upload.",
         ),
-        "model": Param(
-            "auto",
-            enum=["auto", "anime", "live-action"],
-            title="Model",
-            description="auto picks anime (realesr-animevideov3) or live action (realesr-general-x4v3) "
-            "from sampled frames.",
-        ),
-        "scale": Param(4, enum=[2, 3, 4], title="Scale", description="Output size = input size × scale."),
-        "container": Param("mp4", enum=["mp4", "mkv"], title="Container", description="Output container."),
-        "codec": Param("libx264", enum=["libx264", "libx265"], title="Codec", description="Video encoder."),
-        "crf": Param(18, type="integer", minimum=0, maximum=51, title="CRF",
-                     description="Constant rate factor: lower is better quality and bigger files."),
-        "ten_bit": Param("auto", enum=["auto", "on", "off"], title="10-bit output",
-                         description="auto keeps the source's bit depth (10-bit in → 10-bit out)."),
-        "deinterlace": Param("auto", enum=["auto", "on", "off"], title="Deinterlace",
-                             description="auto deinterlaces (bwdif) sources flagged as interlaced."),
-        "sar": Param("square", enum=["square", "keep"], title="Pixel aspect",
-                     description="square resamples anamorphic video to square pixels; keep carries the SAR."),
-        "segment_seconds": Param(10, type="integer", minimum=1, maximum=600, title="Segment length (s)",
-                                 description="Target seconds per Slurm array task (cut at keyframes)."),
-        "preview_seconds": Param(0, type="integer", minimum=0, title="Preview only (s)",
-                                 description="Process only the first N seconds to check the look. 0 = all."),
-        "priority": Param("normal", enum=["high", "normal", "low"], title="Priority",
-                          description="Slurm scheduling priority (nice) of this run's jobs."),
-        "force": Param(False, type="boolean", title="Force",
-                       description="Redo a job even if the same source and settings were delivered."),
+        **form_params(),
     },
 ) as dag:
 
     @task(multiple_outputs=True)
-    def prepare(params: dict, run_id: str, triggering_asset_events=None) -> dict:
+    def prepare(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
         """Resolve, validate and claim the source; skip duplicates and delivered jobs."""
         from reelforge.sr.prepare import prepare_run
 
-        return prepare_run(params=params, run_id=run_id, events=triggering_asset_events)
+        return prepare_run(params=params, run_id=run_id, events=triggering_asset_events,
+                           conf=dag_run.conf if dag_run else None)
 
     job = prepare()
 
@@ -204,6 +150,8 @@ with DAG(
         extra_args=job["slurm_args"],
         poll_interval=5,
         wait_before_defer=WAIT_BEFORE_DEFER_S,
+        delivery_manifest="delivery.json",  # the worker's record of the upload: the task's S3 links
+        aws_conn_id=AWS_CONN_ID,
     )
 
     @task(multiple_outputs=True)

@@ -120,6 +120,11 @@ class SRSettings:
     reconcile_backlog_grace_seconds: int = 3600
 
 
+def sr_mpix_per_second() -> float:
+    """The cluster's measured SR throughput per task (input megapixels per second): time limits and estimates."""
+    return float(setting("reelforge_sr_mpix_per_second", "2.0"))
+
+
 def sr_settings() -> SRSettings:
     """Read the SR settings (Variables, else defaults that match the local stack)."""
     return SRSettings(

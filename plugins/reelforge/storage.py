@@ -81,6 +81,17 @@ def source_extension(key: str) -> str:
     return suffix
 
 
+def display_stem(key: str, limit_bytes: int = 160) -> str:
+    """The key's file name without its extension, as the user wrote it (UTF-8, NFC), bounded in bytes.
+
+    Used only inside S3 keys (never in cluster paths or shell text): any character but ``/`` and control
+    characters (refused earlier) is allowed there.
+    """
+    stem = unicodedata.normalize("NFC", PurePosixPath(key).stem).strip()
+    cut = stem.encode()[:limit_bytes].decode(errors="ignore").strip()
+    return cut if cut.strip(".") else "video"
+
+
 def safe_stem(key: str, limit: int = 80) -> str:
     """A file-system and S3 safe name from the key's file name: ASCII, ``[A-Za-z0-9._-]``, bounded."""
     stem = PurePosixPath(key).stem
@@ -106,9 +117,20 @@ def job_id(source: S3Object, settings: dict) -> str:
 
 
 def sr_output_prefix(output_prefix: str, key: str, jid: str) -> str:
-    """``<output_prefix><key stem>/<job_id>/`` — the delivery location of one SR job."""
+    """``<output_prefix><key's name>/<job_id>/`` — the delivery location of one SR job (UTF-8 names kept)."""
+    base = output_prefix if output_prefix.endswith("/") or not output_prefix else output_prefix + "/"
+    return f"{base}{display_stem(key)}/{jid}/"
+
+
+def ascii_sr_output_prefix(output_prefix: str, key: str, jid: str) -> str:
+    """Where jobs were delivered before names kept their UTF-8 form (``safe_stem``): checked as done too."""
     base = output_prefix if output_prefix.endswith("/") or not output_prefix else output_prefix + "/"
     return f"{base}{safe_stem(key)}/{jid}/"
+
+
+def sr_output_name(key: str, scale: int, container: str, preview: bool = False) -> str:
+    """The delivered video's file name: the source's own name, then ``.x<scale>`` (``.preview``) and the container."""
+    return f"{display_stem(key)}.x{scale}{'.preview' if preview else ''}.{container}"
 
 
 def sr_workdir(cluster_work_root: str, jid: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -96,3 +97,42 @@ def test_backfill_processes_each_day_and_skips_done_videos(airflow, aws, shared_
     assert reports[DAYS[2]] == {"done": 0, "skipped": 1, "failed": 0}
     sr_runs = {r["dag_run_id"] for r in airflow.runs("video_super_resolution")}
     assert not any(done["job_id"] in r for r in sr_runs), "the already-done video was processed again"
+
+
+def test_a_dry_run_from_the_form_lists_the_work_and_its_estimate_and_starts_nothing(airflow, aws, shared_data,
+                                                                                    tmp_path):
+    airflow.wait_for_dag(DAG_ID)
+    airflow.unpause(DAG_ID)
+    prefix = f"dry-{uuid.uuid4().hex[:6]}/season 1/"
+    puts = {}
+    for n in range(2):
+        clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / f"{n}.mp4",
+                         width=64, height=36, seconds=1.0, tone=300 + 100 * n)  # 24 frames of 64x36
+        key = f"{prefix}episode {n}.mp4"
+        puts[key] = aws.s3.put_object(Bucket="reelforge-ingest", Key=key, Body=clip.read_bytes())
+    form = {"archive_prefix": prefix, "manifest_uri": "", "model": "anime", "scale": 2, "dry_run": True}
+    delivered_key = f"{prefix}episode 1.mp4"
+    put = puts[delivered_key]
+    done = build_job(S3Object("reelforge-ingest", delivered_key, put.get("VersionId"), put["ETag"].strip('"')),
+                     {**CATALOG_PARAMS, "model": "anime", "scale": 2}, local_settings())
+    aws.s3.put_object(Bucket="reelforge-output", Key=f"{done['output_prefix']}report.json", Body=b"{}")
+    sr_before = {r["dag_run_id"] for r in airflow.runs("video_super_resolution")}
+
+    run_id = airflow.trigger(DAG_ID, form)
+    assert airflow.wait_for_run(DAG_ID, run_id, timeout=300) == "success", airflow.task_states(DAG_ID, run_id)
+
+    run = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+    day = (run["logical_date"] or run["run_after"])[:10]  # a form run has no logical date: the day it ran
+    report = json.loads(aws.s3.get_object(Bucket="reelforge-output",
+                                          Key=f"sr/_catalog_reports/{day}.dry-run.json")["Body"].read())
+    assert report["selection"] == f"s3://reelforge-ingest/{prefix}"
+    assert report["counts"] == {"would_run": 1, "skipped": 1, "invalid": 0}
+    (todo,) = report["todo"]
+    assert todo["source"] == f"s3://reelforge-ingest/{prefix}episode 0.mp4"
+    assert todo["conf"]["scale"] == 2 and todo["conf"]["model"] == "anime"
+    rate = float(os.environ.get("AIRFLOW_VAR_REELFORGE_SR_MPIX_PER_SECOND", "2.0"))
+    assert todo["model_seconds"] == pytest.approx(24 * 64 * 36 / 1e6 / rate, rel=0.01)
+    assert report["estimate"]["model_seconds"] == pytest.approx(todo["model_seconds"], abs=0.1)
+    assert report["skipped"][0]["source"].endswith("episode 1.mp4")
+    assert {r["dag_run_id"] for r in airflow.runs("video_super_resolution")} == sr_before, "a dry run started work"
+    assert airflow.task_states(DAG_ID, run_id)["upscale_video"] in {"skipped", "success"}

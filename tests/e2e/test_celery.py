@@ -19,7 +19,7 @@ import requests
 
 from airflow_local import LocalAirflow
 from reelforge.operators.slurm import slurm_job_name
-from reelforge.storage import safe_stem
+from reelforge.storage import display_stem
 from tests.media_utils import make_clip, probe
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -218,7 +218,7 @@ def test_scheduler_and_triggerer_killed_during_a_deferred_slurm_wait(celery_stac
     assert upscale["try_number"] == 1, "the wait was retried instead of resumed"
     assert {j.split("_")[0] for j in _slurm_jobs(job_name)} == {job_id}, "the array was submitted again"
     stem = key.rsplit("/", 1)[1].removesuffix(".mp4")
-    listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=f"sr/{safe_stem(key)}/")["Contents"]
+    listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=f"sr/{display_stem(key)}/")["Contents"]
     (video,) = [o["Key"] for o in listed if o["Key"].endswith(".mp4") and stem in o["Key"]]
     out = tmp_path / "out.mp4"
     aws.s3.download_file("reelforge-output", video, str(out))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reelforge.settings import SRSettings
+from reelforge.sr.form import defaults
 from reelforge.sr.job import build_job
 from reelforge.storage import S3Object
 from tests.media_utils import make_clip, probe
@@ -22,9 +23,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 DAG_ID = "video_super_resolution"
 SEGMENT_NAME = "segments/{index:05d}.mkv"
 INGEST = "reelforge-ingest"
-FORM_DEFAULTS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18,
-                 "ten_bit": "auto", "deinterlace": "auto", "sar": "square", "segment_seconds": 10,
-                 "preview_seconds": 0, "priority": "normal"}
+FORM_DEFAULTS = defaults()  # what an upload's run gets from the DAG's form
 
 
 def local_settings() -> SRSettings:
@@ -94,6 +93,30 @@ def test_upload_is_upscaled_delivered_and_announced(sr_dag, aws, sns_inbox, shar
     assert sr_dag.wait_for_run(DAG_ID, run2, timeout=120) == "success"
     states = sr_dag.task_states(DAG_ID, run2)
     assert states["prepare"] == "skipped" and states["plan_segments"] == "skipped", states
+
+
+def test_an_upload_carries_its_settings_and_the_video_keeps_its_name(sr_dag, aws, sns_inbox, shared_data,
+                                                                     tmp_path):
+    """Folder profile x2/ (scale 2) and metadata (constant 30 fps) on a UTF-8 name, with no form at all."""
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4",
+                     width=32, height=18, seconds=0.5, tone=500)  # 12 frames at 24 fps
+    name = f"Épisode {uuid.uuid4().hex[:6]} 映画"
+    key = f"sr/incoming/x2/{name}.mp4"
+    known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
+    put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes(), Metadata={"reelforge-frame-rate": "30"})
+    run_id = sr_dag.wait_for_new_run(DAG_ID, known, timeout=90)
+    assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=400) == "success", sr_dag.task_states(DAG_ID, run_id)
+
+    source = S3Object(INGEST, key, version_id=put.get("VersionId"), etag=put["ETag"].strip('"'))
+    job = build_job(source, {**FORM_DEFAULTS, "scale": 2, "frame_rate": "30"}, local_settings())
+    assert job["output_prefix"] == f"sr/{name}/{job['job_id']}/"
+    out = tmp_path / "out.mp4"
+    aws.s3.download_file("reelforge-output", f"{job['output_prefix']}{name}.x2.mp4", str(out))
+    (video,) = [s for s in probe(out)["streams"] if s["codec_type"] == "video"]
+    assert (int(video["width"]), int(video["height"]), video["r_frame_rate"]) == (64, 36, "30/1")
+    assert int(video["nb_read_frames"]) == 15  # 0.5 s at 30 fps: 3 of the 12 source frames shown twice
+    (success,) = [m for m in sns_inbox() if m.get("event") == "sr_succeeded" and m.get("job_id") == job["job_id"]]
+    assert success["output"].endswith(f"/{name}.x2.mp4"), success
 
 
 def test_failed_segment_fails_the_run_then_a_retry_reuses_finished_segments(sr_dag, aws, sns_inbox,

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 
 import pytest
 
-from reelforge.operators.slurm import PERMANENT_FAILURE_MARKER, SlurmJobFailedError, SlurmJobOperator
+from reelforge.operators.slurm import PERMANENT_FAILURE_MARKER, SlurmJobFailedError, SlurmJobOperator, slurm_job_name
 from reelforge_sr.cli import PERMANENT_FAILURE_MARKER as WORKER_MARKER
+from tests.e2e.test_sr_dag import DAG_ID, INGEST, local_settings, sr_dag  # noqa: F401
+from tests.media_utils import make_clip
 from tests.plugins.slurm.slurm_helpers import CONN_ID, drive, fake_ti
+from tests.reliability.e2e_helpers import delete_versions, runs_of_key, slurm_job_names, task_log, wait_for_runs
 
 pytestmark = [pytest.mark.stack]
+CPU_PARTITION = local_settings().cpu_partition
 SCRIPT = """#!/bin/bash
 #SBATCH --time=2
 [[ "${SLURM_ARRAY_TASK_ID:-0}" == 1 && "$MODE" == mixed ]] && exit 1
@@ -47,3 +53,56 @@ def test_only_a_permanent_failure_of_every_task_skips_retries(base, mode, array,
         assert "index 0: FAILED exit=1" in str(err.value)
         assert "not a media file or corrupt" in str(err.value)
     assert ("not retried" in str(err.value)) is permanent
+
+
+# ------------------------------------------------------------------ through the DAG (issue 21)
+
+def _partition(name: str, state: str) -> None:
+    subprocess.run(["scontrol", "update", f"PartitionName={name}", f"State={state}"], check=True)
+
+
+def _wait_for_job(name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while name not in slurm_job_names():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Slurm job {name} after {timeout:.0f}s: {slurm_job_names()}")
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_a_permanent_worker_failure_runs_one_job_and_sns_carries_its_reason(sr_dag, aws, sns_inbox,  # noqa: F811
+                                                                            shared_data, tmp_path):
+    """The upload passes prepare, then its version is deleted before the plan job fetches it.
+
+    Only the worker can see this (prepare checked the version that existed); the worker says the object
+    is gone, a permanent failure: one plan job, no retry, and the worker's own sentence in the SNS
+    message and the task log. (Before issue 21 the worker's storage errors were all transient: the task
+    was retried, four plan jobs in all, and the message said only "1 of 1 tasks failed".)
+    The plan job is held in a partition set DOWN while the version is deleted, so nothing races.
+    """
+    prefix = f"sr/incoming/reliability/gone-{uuid.uuid4().hex[:6]}/"
+    key = f"{prefix}clip.mp4"
+    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4",
+                     width=32, height=18, seconds=0.5, tone=500)
+    known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
+    _partition(CPU_PARTITION, "DOWN")
+    try:
+        put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
+        (run_id,) = runs_of_key(wait_for_runs(sr_dag, known, lambda f: bool(runs_of_key(f, key))), key)
+        plan_job = slurm_job_name(DAG_ID, run_id, "plan_segments")
+        _wait_for_job(plan_job)  # submitted after prepare passed, pending in the DOWN partition
+        assert sr_dag.task_states(DAG_ID, run_id)["prepare"] == "success"
+        aws.s3.delete_object(Bucket=INGEST, Key=key, VersionId=put["VersionId"])
+    finally:
+        _partition(CPU_PARTITION, "UP")
+        delete_versions(aws.s3, prefix)
+
+    assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=240) == "failed", sr_dag.task_states(DAG_ID, run_id)
+    states = sr_dag.task_states(DAG_ID, run_id)
+    assert states["plan_segments"] == "failed" and states["upscale_segments"] == "upstream_failed", states
+    assert slurm_job_names().count(plan_job) == 1, "a permanent failure must not be retried"
+    worker_sentence = f"s3://{INGEST}/{key} not found"
+    assert worker_sentence in task_log(run_id, "plan_segments")
+    (failure,) = [m for m in sns_inbox() if m.get("event") == "sr_failed" and m.get("run_id") == run_id]
+    assert failure["task_id"] == "plan_segments" and failure["try_number"] == 1, failure
+    assert worker_sentence in failure["reason"], failure["reason"]

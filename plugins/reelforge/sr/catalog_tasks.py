@@ -6,8 +6,9 @@ import json
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, setting, sr_settings
-from reelforge.sr.catalog import list_day, plan_day, summarize
+from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, setting, sr_mpix_per_second, sr_settings
+from reelforge.sr.catalog import CATALOG_PARAMS, list_day, list_videos, plan_day, read_manifest, summarize
+from reelforge.storage import InvalidSourceError, S3Object
 
 log = logging.getLogger(__name__)
 
@@ -18,25 +19,84 @@ def _s3() -> Any:
     return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
 
 
-def plan_catalog_day(day: str) -> dict[str, Any]:
+def _estimator(s3: Any) -> Any:
+    """Model seconds of one video from its headers (ffprobe over S3, no download) at the calibrated rate."""
+    from reelforge.sr.preflight import PreflightUnavailable, preflight
+
+    rate = sr_mpix_per_second()
+
+    def estimate(source: S3Object) -> float | None:
+        try:
+            found = preflight(s3, source, timeout=60)
+        except (InvalidSourceError, PreflightUnavailable) as err:
+            log.warning("no estimate for %s: %s", source.uri, err)
+            return None
+        return None if found is None else found.model_seconds(rate)
+
+    return estimate
+
+
+def plan_catalog_day(day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The day's videos (or the form's folder or manifest), split into to do / delivered / invalid, estimated.
+
+    Form fields (all optional): ``archive_prefix`` (every video under it), ``manifest_uri`` (a manifest
+    object), ``model`` and ``scale`` (for every video), ``dry_run`` (list only: no run is started).
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    params = params or {}
     settings = sr_settings()
     s3 = _s3()
-    sources = list_day(
-        s3,
-        bucket=setting("reelforge_backfill_archive_bucket", settings.ingest_bucket),
-        archive_prefix=setting("reelforge_backfill_archive_prefix", "archive/"),
-        manifest_prefix=setting("reelforge_backfill_manifest_prefix", "manifests/"),
-        day=day,
-    )
-    result = plan_day(s3, sources, settings, day)
-    log.info("%s: %d videos to do, %d already done, %d invalid", day,
-             len(result["todo"]), len(result["skipped"]), len(result["invalid"]))
+    bucket = setting("reelforge_backfill_archive_bucket", settings.ingest_bucket)
+    prefix, manifest = (params.get("archive_prefix") or "").strip(), (params.get("manifest_uri") or "").strip()
+    try:
+        if prefix and manifest:
+            raise InvalidSourceError("give an archive folder or a manifest, not both")
+        if manifest:
+            sources, selection = read_manifest(s3, manifest), manifest
+        elif prefix:
+            sources, selection = list_videos(s3, bucket, prefix), f"s3://{bucket}/{prefix}"
+    except InvalidSourceError as err:  # the form's selection: retrying cannot help
+        raise AirflowFailException(f"invalid selection: {err}") from err
+    if not (prefix or manifest):
+        sources = list_day(s3, bucket=bucket, archive_prefix=setting("reelforge_backfill_archive_prefix", "archive/"),
+                           manifest_prefix=setting("reelforge_backfill_manifest_prefix", "manifests/"), day=day)
+        selection = f"day {day}"
+    run_params = {**CATALOG_PARAMS, **{k: params[k] for k in ("model", "scale") if params.get(k) is not None}}
+    result = plan_day(s3, sources, settings, day, run_params, estimate=_estimator(s3))
+    result |= {"day": day, "selection": selection, "dry_run": bool(params.get("dry_run"))}
+    est = result["estimate"]
+    log.info("%s (%s): %d videos to do, %d already delivered, %d invalid; estimated model time %.0f s at %.2f Mpx/s "
+             "(%d without an estimate)%s", day, selection, len(result["todo"]), len(result["skipped"]),
+             len(result["invalid"]), est["model_seconds"], sr_mpix_per_second(), est["unknown"],
+             ": DRY RUN, nothing will be started" if result["dry_run"] else "")
+    for item in result["todo"]:
+        log.info("would run: %s → %s (%s s)" if result["dry_run"] else "to run: %s → %s (%s s)", item["source"],
+                 item["output"], item["model_seconds"])
+    for item in result["skipped"]:
+        log.info("already delivered: %s → %s", item["source"], item["output"])
     return result
+
+
+def _dry_run_report(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
+    settings = sr_settings()
+    key = f"{settings.output_prefix.rstrip('/')}/_catalog_reports/{day}.dry-run.json"
+    report = {k: day_plan[k] for k in ("selection", "todo", "skipped", "invalid", "estimate")}
+    report["counts"] = {"would_run": len(day_plan["todo"]), "skipped": len(day_plan["skipped"]),
+                        "invalid": len(day_plan["invalid"])}
+    _s3().put_object(Bucket=settings.output_bucket, Key=key, Body=json.dumps(report, indent=2).encode(),
+                     ContentType="application/json")
+    uri = f"s3://{settings.output_bucket}/{key}"
+    return {**report, "report": uri, "message": json.dumps({
+        "event": "catalog_dry_run", "day": day, "selection": day_plan["selection"], **report["counts"],
+        "estimated_model_seconds": day_plan["estimate"]["model_seconds"], "report": uri})}
 
 
 def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+    if day_plan.get("dry_run"):
+        return _dry_run_report(day_plan, day)
     states: dict[str, str] = {}
     failed_tasks: dict[str, list[str]] = {}
     for item in day_plan["todo"]:
@@ -60,4 +120,5 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     log.info("%s: %s (report s3://%s/%s)", day, summary["counts"], settings.output_bucket, key)
     return {**summary, "report": f"s3://{settings.output_bucket}/{key}",
             "message": json.dumps({"event": "catalog_summary", "day": day, **summary["counts"],
+                                   "estimated_model_seconds": (day_plan.get("estimate") or {}).get("model_seconds"),
                                    "report": f"s3://{settings.output_bucket}/{key}"})}

@@ -7,6 +7,7 @@ run and does nothing. Clearing or retrying the first run keeps its run id, so it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -23,15 +24,18 @@ def claim_job(
     s3_client: Any,
     *,
     bucket: str,
-    output_prefix: str,
+    done_markers: Sequence[str],
     claims_prefix: str,
     jid: str,
     run_id: str,
     source_uri: str,
     force: bool = False,
 ) -> tuple[ClaimOutcome, str | None]:
-    """Claim ``jid`` for ``run_id``; returns the outcome and the run that holds the claim."""
-    if not force and object_exists(s3_client, bucket, f"{output_prefix}report.json"):
+    """Claim ``jid`` for ``run_id``; returns the outcome and the run that holds the claim.
+
+    The job is done when any of ``done_markers`` (its delivered ``report.json``) exists.
+    """
+    if not force and any(object_exists(s3_client, bucket, key) for key in done_markers):
         return ClaimOutcome.DONE, None
     key = f"{claims_prefix}{jid}.json"
     body = json.dumps({"job_id": jid, "run_id": run_id, "source": source_uri}).encode()

@@ -25,6 +25,18 @@ def verify_delivery(s3_client: Any, delivery: dict[str, Any]) -> list[dict[str, 
     return checked
 
 
+def _estimate_vs_actual(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan's model-time estimate against the segments' measured time (calibration feedback)."""
+    estimate = report.get("estimate")
+    if not estimate:
+        return None
+    segments = report.get("segments") or {}
+    actual = segments.get("elapsed_s_total")  # each task end to end, as the calibrated rate is measured
+    ratio = round(actual / estimate["model_seconds"], 2) if actual and estimate["model_seconds"] else None
+    return {"model_seconds": estimate["model_seconds"], "wall_seconds": estimate["wall_seconds"],
+            "actual_segment_seconds": actual, "actual_over_estimate": ratio}
+
+
 def success_message(job: dict[str, Any], objects: list[dict[str, Any]], report: dict[str, Any]) -> str:
     """A JSON message for subscribers: where the result is and what it is."""
     video = next((o["uri"] for o in objects if o.get("role") == "video"), objects[0]["uri"])
@@ -39,5 +51,6 @@ def success_message(job: dict[str, Any], objects: list[dict[str, Any]], report: 
         "frames": report.get("frames") or report.get("output", {}).get("frames"),
         "quality": report.get("quality"),
         "quality_warning": (report.get("quality") or {}).get("warning"),
+        "estimate": _estimate_vs_actual(report),
     }
     return json.dumps(body, default=str)

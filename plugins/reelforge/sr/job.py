@@ -6,22 +6,16 @@ import math
 from typing import Any
 
 from reelforge.settings import SRSettings
-from reelforge.storage import S3Object, job_id, source_extension, sr_output_prefix, sr_workdir
-
-#: Form fields that change the result, hence the job id. Anything else (priority, force) does not.
-RESULT_SETTINGS: dict[str, tuple[type, tuple[Any, ...] | None]] = {
-    "model": (str, ("auto", "anime", "live-action")),
-    "scale": (int, (2, 3, 4)),
-    "container": (str, ("mp4", "mkv")),
-    "codec": (str, ("libx264", "libx265")),
-    "crf": (int, None),
-    "ten_bit": (str, ("auto", "on", "off")),
-    "deinterlace": (str, ("auto", "on", "off")),
-    "sar": (str, ("square", "keep")),
-    "segment_seconds": (int, None),
-    "preview_seconds": (int, None),
-}
-PRIORITY_NICE = {"high": 0, "normal": 100, "low": 1000}
+from reelforge.sr.form import PRIORITY_NICE, RESULT_FIELDS
+from reelforge.storage import (
+    S3Object,
+    ascii_sr_output_prefix,
+    job_id,
+    source_extension,
+    sr_output_name,
+    sr_output_prefix,
+    sr_workdir,
+)
 
 
 class InvalidSettingsError(ValueError):
@@ -29,31 +23,39 @@ class InvalidSettingsError(ValueError):
 
 
 def result_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The validated settings that define the output (and so enter the job id)."""
+    """The validated settings that define the output (and so enter the job id): ``form.RESULT_FIELDS``.
+
+    A field added later (``Field.later``) that a run omits (an older run's conf) takes its default.
+    """
     out: dict[str, Any] = {}
-    for name, (kind, allowed) in RESULT_SETTINGS.items():
+    for name, f in RESULT_FIELDS.items():
         try:
-            value = kind(params[name])
+            value = f.kind(params[name] if name in params or not f.later else f.default)
         except (KeyError, TypeError, ValueError) as err:
-            raise InvalidSettingsError(f"setting {name!r} is missing or not a {kind.__name__}") from err
-        if allowed is not None and value not in allowed:
-            raise InvalidSettingsError(f"setting {name!r}={value!r}; allowed: {allowed}")
+            raise InvalidSettingsError(f"setting {name!r} is missing or not a {f.kind.__name__}") from err
+        if f.choices is not None and value not in f.choices:
+            raise InvalidSettingsError(f"setting {name!r}={value!r}; allowed: {f.choices}")
+        if f.minimum is not None and value < f.minimum or f.maximum is not None and value > f.maximum:
+            limit = f"within {f.minimum}..{f.maximum}" if f.maximum is not None else f"≥ {f.minimum}"
+            raise InvalidSettingsError(f"{name} must be {limit}, not {value}")
         out[name] = value
-    if not 0 <= out["crf"] <= 51:
-        raise InvalidSettingsError("crf must be within 0..51")
-    if not 1 <= out["segment_seconds"] <= 600:
-        raise InvalidSettingsError("segment_seconds must be within 1..600")
-    if out["preview_seconds"] < 0:
-        raise InvalidSettingsError("preview_seconds must be ≥ 0 (0 = the whole video)")
     return out
+
+
+def _identity(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that name a job: a later field at its default stays out, so earlier ids hold."""
+    return {k: v for k, v in values.items() if not (RESULT_FIELDS[k].later and v == RESULT_FIELDS[k].default)}
 
 
 def build_job(source: S3Object, params: dict[str, Any], settings: SRSettings) -> dict[str, Any]:
     """The JSON-safe job spec every later task reads from XCom."""
     values = result_settings(params)
     ext = source_extension(source.key)
-    jid = job_id(source, values)
+    jid = job_id(source, _identity(values))
     output_prefix = sr_output_prefix(settings.output_prefix, source.key, jid)
+    # a job is done when its report is under its prefix (or under the ASCII-only one earlier versions used)
+    done_markers = list(dict.fromkeys(f"{p}report.json" for p in (
+        output_prefix, ascii_sr_output_prefix(settings.output_prefix, source.key, jid))))
     workdir = sr_workdir(settings.cluster_work_root, jid)
     return {
         "job_id": jid,
@@ -71,6 +73,8 @@ def build_job(source: S3Object, params: dict[str, Any], settings: SRSettings) ->
         "output_bucket": settings.output_bucket,
         "output_prefix": output_prefix,
         "output_uri": f"s3://{settings.output_bucket}/{output_prefix}",
+        "output_name": sr_output_name(source.key, values["scale"], values["container"], values["preview_seconds"] > 0),
+        "done_markers": done_markers,
         "nice": PRIORITY_NICE.get(str(params.get("priority", "normal")), 100),
     }
 
@@ -84,16 +88,8 @@ def worker_env(job: dict[str, Any], settings: SRSettings) -> dict[str, str]:
         "SOURCE_VERSION_ID": job["source"]["version_id"] or "",
         "SOURCE_EXT": job["source_ext"],
         "DEST_URI": job["output_uri"],
-        "SR_MODEL": s["model"],
-        "SR_SCALE": str(s["scale"]),
-        "SR_CONTAINER": s["container"],
-        "SR_CODEC": s["codec"],
-        "SR_CRF": str(s["crf"]),
-        "SR_TEN_BIT": s["ten_bit"],
-        "SR_DEINTERLACE": s["deinterlace"],
-        "SR_SAR": s["sar"],
-        "SR_SEGMENT_SECONDS": str(s["segment_seconds"]),
-        "SR_PREVIEW_SECONDS": str(s["preview_seconds"]),
+        "OUTPUT_NAME": job["output_name"],
+        **{f.env: str(s.get(name, f.default)) for name, f in RESULT_FIELDS.items()},
         "SR_MODEL_DIR": settings.model_dir,
         "SR_VENV": settings.worker_venv,
         "SR_IMAGE": settings.container_image,
@@ -108,6 +104,28 @@ def segment_time_limit(plan: dict[str, Any], mpix_per_second: float, safety: flo
     longest = max((s["end_frame"] - s["start_frame"] for s in plan.get("segments") or []), default=0)
     seconds = longest * pixels / 1e6 / max(mpix_per_second, 1e-6) * safety
     return int(math.ceil(seconds / 60)) + 5
+
+
+def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int) -> dict[str, float]:
+    """Model time the plan needs at the cluster's calibrated rate, in all and as wall time with ``parallel``
+    array tasks at once (segments in plan order, each on the next free task). Frames the plan drops
+    (inverse telecine, a lower constant rate) are not counted; held frames the workers reuse are."""
+    geo = plan.get("geometry") or {}
+    mpx = int(geo.get("decode_width") or 0) * int(geo.get("decode_height") or 0) / 1e6
+    rows = (plan.get("frame_map") or {}).get("repeats")
+    counts = [v for v, n in rows for _ in range(n)] if rows else None
+    seconds = []
+    for seg in plan.get("segments") or []:
+        frames = seg["end_frame"] - seg["start_frame"]
+        if counts is not None:
+            frames = sum(1 for c in counts[seg["start_frame"]:seg["end_frame"]] if c > 0)
+        seconds.append(frames * mpx / max(mpix_per_second, 1e-9))
+    free = [0.0] * max(1, parallel)
+    for s in seconds:
+        i = free.index(min(free))
+        free[i] += s
+    return {"model_seconds": round(sum(seconds), 1), "wall_seconds": round(max(free), 1),
+            "mpix_per_second": mpix_per_second, "parallel": max(1, parallel)}
 
 
 def array_spec(plan: dict[str, Any]) -> str:

@@ -46,6 +46,18 @@ class Preflight:
     height: int
     duration: float | None
     packets: int | None
+    fps: float | None = None
+
+    def frames(self) -> int | None:
+        """Frames counted (small files), else estimated from the duration and the rate."""
+        if self.packets is not None:
+            return self.packets
+        return round(self.duration * self.fps) if self.duration and self.fps else None
+
+    def model_seconds(self, mpix_per_second: float) -> float | None:
+        """Model time at ``mpix_per_second`` input megapixels per second (the cluster's calibrated rate)."""
+        frames = self.frames()
+        return None if frames is None else frames * self.width * self.height / 1e6 / max(mpix_per_second, 1e-9)
 
 
 def _rate(text: str | None) -> Fraction | None:
@@ -116,7 +128,7 @@ def check_probe(info: dict[str, Any], uri: str) -> Preflight:
         if abs(duration - frames_s) > max(2.0, 0.25 * max(duration, frames_s)):
             raise InvalidSourceError(f"{uri}: declared duration {duration:.3f}s is inconsistent with {packets} frames "
                                      f"at {float(fps):g} fps ({frames_s:.3f}s): corrupt or damaged file")
-    return Preflight(str(v.get("codec_name")), width, height, duration, packets)
+    return Preflight(str(v.get("codec_name")), width, height, duration, packets, float(fps) if fps else None)
 
 
 def _read_range(s3_client: Any, params: dict[str, str], offset: int, n: int) -> bytes:

@@ -5,12 +5,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting, sr_ingest_queue_url, sr_settings
+from reelforge.settings import (
+    AWS_CONN_ID,
+    SLURM_CONN_ID,
+    setting,
+    sr_ingest_queue_url,
+    sr_mpix_per_second,
+    sr_settings,
+)
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
-from reelforge.sr.job import InvalidSettingsError, array_spec, build_job, segment_time_limit, worker_env
+from reelforge.sr.job import (
+    InvalidSettingsError,
+    array_spec,
+    build_job,
+    model_estimate,
+    segment_time_limit,
+    worker_env,
+)
 from reelforge.sr.preflight import preflight
 from reelforge.sr.reconcile import sr_ledger
+from reelforge.sr.upload_settings import PROFILES_VARIABLE, object_metadata, parse_profiles, upload_params
 from reelforge.storage import InvalidSourceError, S3Object
 from reelforge.uploads import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
 
@@ -29,8 +44,12 @@ def _sqs_client() -> Any:
     return SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
 
 
-def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str, Any]:
-    """Resolve → validate → job spec → claim. Bad input fails at once (no retry, no cluster time)."""
+def prepare_run(*, params: dict[str, Any], run_id: str, events: Any,
+                conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve → validate → job spec → claim. Bad input fails at once (no retry, no cluster time).
+
+    Fields the run's ``conf`` does not set come from the upload where it says (``upload_settings``).
+    """
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     settings = sr_settings()
@@ -53,15 +72,21 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
                 raise AirflowSkipException(
                     f"{source.uri} version {announced} was superseded by {latest.version_id}: the newer upload wins"
                 )
+        params, origin = upload_params(params, conf, key=source.key, ingest_prefix=settings.ingest_prefix,
+                                       metadata=object_metadata(s3, source),
+                                       profiles=parse_profiles(setting(PROFILES_VARIABLE, "")))
+        if origin:
+            log.info("settings that came with the upload: %s",
+                     ", ".join(f"{k}={params[k]!r} ({how})" for k, how in sorted(origin.items())))
         job = build_job(source, params, settings)
-        preflight(s3, source)  # content checks where the object lies: bad files cost no cluster time
+        looked = preflight(s3, source)  # content checks where the object lies: bad files cost no cluster time
     except (InvalidSourceError, InvalidSettingsError) as err:
         raise AirflowFailException(f"invalid input: {err}") from err
 
     outcome, holder = claim_job(
         s3,
         bucket=settings.output_bucket,
-        output_prefix=job["output_prefix"],
+        done_markers=job["done_markers"],
         claims_prefix=f"{settings.output_prefix.rstrip('/')}/_claims/",
         jid=job["job_id"],
         run_id=run_id,
@@ -73,6 +98,10 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any) -> dict[str
     if outcome is ClaimOutcome.DUPLICATE:
         raise AirflowSkipException(f"job {job['job_id']} ({source.uri}) is already handled by run {holder}")
     log.info("job %s: %s → %s (workdir %s)", job["job_id"], source.uri, job["output_uri"], job["workdir"])
+    if looked and (seconds := looked.model_seconds(sr_mpix_per_second())) is not None:
+        log.info("estimate before planning: %d frames of %dx%d, model time %.0f s at %.2f Mpx/s per task "
+                 "(the plan refines it)", looked.frames() or 0, looked.width, looked.height, seconds,
+                 sr_mpix_per_second())
     return {
         "job": job,
         "job_id": job["job_id"],
@@ -97,15 +126,20 @@ def read_plan_summary(workdir: str) -> dict[str, Any]:
     """What the DAG needs from plan.json: the array spec, a time limit that scales with the
     longest segment, and a few facts for the log."""
     plan = _read_remote_json(f"{workdir}/plan.json")
+    estimate = model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle))
     summary = {
         "array": array_spec(plan),
-        "segment_time_limit": segment_time_limit(plan, float(setting("reelforge_sr_mpix_per_second", "2.0"))),
+        "segment_time_limit": segment_time_limit(plan, sr_mpix_per_second()),
         "segments": len(plan["segments"]),
         "total_frames": plan.get("total_frames"),
         "model": plan.get("model"),
         "duration_s": (plan.get("probe") or {}).get("duration"),
+        "estimate": estimate,
     }
     log.info("plan: %s", summary)
+    log.info("estimate: model time %.0f s in all; about %.0f s of wall time with %d tasks at once, at %.2f Mpx/s "
+             "per task (Variable reelforge_sr_mpix_per_second)", estimate["model_seconds"], estimate["wall_seconds"],
+             estimate["parallel"], estimate["mpix_per_second"])
     return summary
 
 
@@ -113,6 +147,8 @@ def publish_delivery(job: dict[str, Any]) -> dict[str, Any]:
     """Verify the delivered objects against S3 and build the success message."""
     delivery = _read_remote_json(f"{job['workdir']}/delivery.json")
     report = _read_remote_json(f"{job['workdir']}/report.json")
+    plan = _read_remote_json(f"{job['workdir']}/plan.json")
+    report["estimate"] = model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle))
     objects = verify_delivery(_s3_client(), delivery)
     for obj in objects:
         log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])

@@ -63,12 +63,15 @@ def _upload(s3, path, key: str) -> S3Object:
 def test_a_good_upload_passes_with_its_packets_counted(s3, media):
     result = pf.preflight(s3, _upload(s3, media / "good.mp4", "in/a film; $(id) 'x'.mp4"))
     assert (result.codec, result.width, result.height, result.packets) == ("h264", 64, 36, 12)
+    # the backfill's estimate: 12 frames (1 s at 12 fps) of 64x36 at 0.5 Mpx/s
+    assert result.fps == 12 and result.model_seconds(0.5) == pytest.approx(12 * 64 * 36 / 1e6 / 0.5)
 
 
 def test_large_uploads_are_probed_without_counting(s3, media, monkeypatch):
     monkeypatch.setattr(pf, "COUNT_BYTES", 0)
     result = pf.preflight(s3, _upload(s3, media / "good.mp4", "in/big.mp4"))
     assert result.packets is None and result.width == 64
+    assert result.frames() == 12  # estimated from the duration (1 s) and the rate (12 fps)
 
 
 @pytest.mark.parametrize(("name", "message"), [

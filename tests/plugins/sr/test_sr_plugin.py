@@ -12,6 +12,7 @@ from moto import mock_aws
 from reelforge.settings import SRSettings
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import DeliveryError, success_message, verify_delivery
+from reelforge.sr.form import FRAME_RATES
 from reelforge.sr.job import (
     InvalidSettingsError,
     array_spec,
@@ -119,6 +120,27 @@ def test_job_id_is_deterministic_and_follows_version_and_settings():
     assert high["job_id"] == build_job(src, PARAMS, SETTINGS)["job_id"]
 
 
+def test_frame_rate_keeps_earlier_job_ids_and_every_form_rate_is_one_the_worker_takes():
+    from reelforge_sr.framerate import parse
+
+    src = S3Object("ingest", "k.mp4", version_id="v1", etag="e1")
+    # the id a job had before frame_rate, ivtc and reuse_held existed (PARAMS is an older run's conf)
+    first = ("model", "scale", "container", "codec", "crf", "ten_bit", "deinterlace", "sar", "segment_seconds",
+             "preview_seconds")
+    before = job_id(src, {k: v for k, v in result_settings(PARAMS).items() if k in first})
+    assert build_job(src, PARAMS, SETTINGS)["job_id"] == before
+    assert build_job(src, {**PARAMS, "frame_rate": "source", "ivtc": "auto", "reuse_held": "on"},
+                     SETTINGS)["job_id"] == before
+    assert build_job(src, {**PARAMS, "reuse_held": "off"}, SETTINGS)["job_id"] != before
+    at_25 = build_job(src, {**PARAMS, "frame_rate": "25"}, SETTINGS)
+    assert at_25["job_id"] != before and worker_env(at_25, SETTINGS)["SR_FRAME_RATE"] == "25"
+    assert worker_env(build_job(src, PARAMS, SETTINGS), SETTINGS)["SR_FRAME_RATE"] == "source"
+    with pytest.raises(InvalidSettingsError, match="frame_rate"):
+        result_settings({**PARAMS, "frame_rate": "23"})
+    for rate in FRAME_RATES:  # the form's choices against the worker's own parser
+        parse(rate)
+
+
 def test_invalid_settings_and_extensions():
     with pytest.raises(InvalidSettingsError):
         result_settings({**PARAMS, "scale": 5})
@@ -139,8 +161,28 @@ def test_derived_names_never_carry_user_text_into_paths(key):
     assert not stem.startswith(("-", ".")) and ".." not in stem.split("/")
     assert job["output_prefix"] == sr_output_prefix("sr/", key, job["job_id"])
     assert job["output_prefix"].startswith("sr/") and "/../" not in job["output_prefix"]
+    assert job["output_prefix"].count("/") == 3 and "/" not in job["output_name"]
     env = worker_env(job, SETTINGS)
     assert env["SOURCE_URI"] == f"s3://ingest/{key}" and env["WORKDIR"] == job["workdir"]
+
+
+@pytest.mark.parametrize(("key", "folder", "name"), [
+    ("in/ünïcødé 映画.mkv", "ünïcødé 映画", "ünïcødé 映画.x4.mp4"),
+    ("in/Episode 01 (1994).VOB", "Episode 01 (1994)", "Episode 01 (1994).x4.mp4"),
+    ("in/....mp4", "video", "video.x4.mp4"),  # only dots: not a name
+    ("in/..hidden.mp4", "..hidden", "..hidden.x4.mp4"),
+    ("in/" + "長" * 100 + ".mp4", "長" * 53, "長" * 53 + ".x4.mp4"),  # 160 bytes, cut on a character
+])
+def test_delivered_video_keeps_the_source_name_in_utf8_and_old_deliveries_still_count(key, folder, name):
+    job = build_job(S3Object("ingest", key, version_id="v"), PARAMS, SETTINGS)
+    assert job["output_prefix"] == f"sr/{folder}/{job['job_id']}/"
+    assert job["output_name"] == name and worker_env(job, SETTINGS)["OUTPUT_NAME"] == name
+    # where versions before UTF-8 names delivered the same job: its report marks the job done too
+    assert job["done_markers"][0] == f"{job['output_prefix']}report.json"
+    assert job["done_markers"][-1] == f"sr/{safe_stem(key)}/{job['job_id']}/report.json"
+    preview = build_job(S3Object("ingest", key, version_id="v"), {**PARAMS, "preview_seconds": 5,
+                                                                     "container": "mkv", "scale": 2}, SETTINGS)
+    assert preview["output_name"] == name.replace(".x4.mp4", ".x2.preview.mkv")
 
 
 def test_segment_time_limit_scales_with_the_longest_segment():
@@ -164,13 +206,13 @@ def test_array_spec():
 def test_claims_dedupe_runs_and_skip_delivered_jobs():
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="output")
-    kw = {"bucket": "output", "output_prefix": "sr/f/j1/", "claims_prefix": "sr/_claims/", "jid": "j1",
-          "source_uri": "s3://ingest/f.mp4"}
+    kw = {"bucket": "output", "done_markers": ["sr/f/j1/report.json", "sr/f_old/j1/report.json"],
+          "claims_prefix": "sr/_claims/", "jid": "j1", "source_uri": "s3://ingest/f.mp4"}
     assert claim_job(s3, run_id="run-a", **kw) == (ClaimOutcome.CLAIMED, "run-a")
     assert claim_job(s3, run_id="run-a", **kw) == (ClaimOutcome.CLAIMED, "run-a")  # retry of the same run
     assert claim_job(s3, run_id="run-b", **kw) == (ClaimOutcome.DUPLICATE, "run-a")
     assert claim_job(s3, run_id="run-c", force=True, **kw) == (ClaimOutcome.CLAIMED, "run-c")
-    s3.put_object(Bucket="output", Key="sr/f/j1/report.json", Body=b"{}")
+    s3.put_object(Bucket="output", Key="sr/f_old/j1/report.json", Body=b"{}")  # delivered where it was before
     assert claim_job(s3, run_id="run-d", **kw)[0] is ClaimOutcome.DONE
 
 
@@ -239,3 +281,24 @@ def test_the_success_message_carries_the_quality_warning_when_the_worker_wrote_o
     assert json.loads(success_message(job, objects, warned))["quality_warning"].startswith("low consistency")
     fine = {"frames": 10, "quality": {"psnr_db_mean": 31.0, "warning": None}}
     assert json.loads(success_message(job, objects, fine))["quality_warning"] is None
+
+
+def test_the_estimate_counts_the_frames_the_model_sees_and_packs_segments_onto_parallel_tasks():
+    from reelforge.sr.delivery import success_message
+    from reelforge.sr.job import model_estimate
+
+    # 4 segments of 100, 100, 100, 50 frames at 640x360 (0.2304 Mpx), 2.304 Mpx/s: 10 s per 100 frames
+    plan = {"geometry": {"decode_width": 640, "decode_height": 360},
+            "segments": [{"start_frame": a, "end_frame": b} for a, b in ((0, 100), (100, 200), (200, 300),
+                                                                         (300, 350))]}
+    assert model_estimate(plan, 2.304, 2) == {"model_seconds": 35.0, "wall_seconds": 20.0,
+                                              "mpix_per_second": 2.304, "parallel": 2}
+    assert model_estimate(plan, 2.304, 8)["wall_seconds"] == 10.0
+    # a plan that drops every fifth frame (inverse telecine, a lower constant rate): 80 frames per 100
+    plan["frame_map"] = {"mode": "constant", "repeats": [[1, 4], [0, 1]] * 70}
+    assert model_estimate(plan, 2.304, 1)["model_seconds"] == 28.0
+    report = {"estimate": model_estimate(plan, 2.304, 1), "segments": {"elapsed_s_total": 42.0}}
+    job = {"job_id": "j1", "source": {"uri": "s3://ingest/a.mp4"}, "output_uri": "s3://output/sr/j1/"}
+    body = json.loads(success_message(job, [{"uri": "s3://output/sr/j1/a.x4.mp4", "role": "video"}], report))
+    assert body["estimate"] == {"model_seconds": 28.0, "wall_seconds": 28.0, "actual_segment_seconds": 42.0,
+                                "actual_over_estimate": 1.5}
