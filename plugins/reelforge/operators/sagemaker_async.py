@@ -20,6 +20,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.exceptions import AirflowException
 
+from reelforge.links import SageMakerEndpointLink
 from reelforge.triggers.sagemaker_async import SageMakerAsyncInferenceTrigger, split_s3_uri
 
 #: The largest response body read back into XCom (the container's is a small JSON document).
@@ -48,6 +49,7 @@ class SageMakerInvokeAsyncOperator(AwsBaseOperator[AwsBaseHook]):
                                           "timeout")
     template_fields_renderers = {"request": "json"}
     ui_color = "#f0e4ec"
+    operator_extra_links = (SageMakerEndpointLink(),)
 
     def __init__(
         self,
@@ -108,6 +110,8 @@ class SageMakerInvokeAsyncOperator(AwsBaseOperator[AwsBaseHook]):
         return json.loads(self._read(self.record_uri)) if self._exists(self.record_uri) else None
 
     def execute(self, context: Any) -> dict[str, Any]:
+        SageMakerEndpointLink.persist(context=context, operator=self, region_name=self.hook.conn_region_name,
+                                      aws_partition=self.hook.conn_partition, endpoint_name=self.endpoint_name)
         record = self._recorded()
         if record and record.get("inference_id") == self.inference_id:
             if self._exists(record["output_location"]):

@@ -2,68 +2,43 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import posixpath
-import re
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException
 
-from reelforge.hooks.slurm import (
+from reelforge.hooks.sbatch import slurm_filename_literal
+from reelforge.hooks.slurm import SlurmHook
+from reelforge.hooks.slurm_text import (
     TERMINAL_STATES,
     JobVanishedError,
-    SlurmError,
-    SlurmHook,
     TaskState,
     compress_indices,
     expected_indices,
-    inject_env,
-    slurm_filename_literal,
-    split_throttle,
 )
-from reelforge.settings import SLURM_CONN_ID
+from reelforge.links import SLURM_LINKS
+from reelforge.operators.slurm_state import (  # noqa: F401  (re-exported: the names callers import from here)
+    PERMANENT_FAILURE_MARKER,
+    SlurmJobFailedError,
+    SlurmJobPermanentError,
+    find_attempt,
+    job_layout,
+    load_state,
+    log_path,
+    poll_job,
+    record_states,
+    report,
+    save_state,
+    script_text,
+    slurm_job_name,
+)
+from reelforge.operators.slurm_ui import log_job_detail, push_delivery, push_job
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID
 from reelforge.triggers.slurm import SlurmJobTrigger, tasks_from_event
-
-STATE_VERSION = 1
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-class SlurmJobFailedError(AirflowException):
-    """Some array tasks (or the job) ended in a state other than COMPLETED."""
-
-
-class SlurmJobPermanentError(SlurmJobFailedError, AirflowFailException):
-    """Every failed task logged :data:`PERMANENT_FAILURE_MARKER`: fail without retries (issue 10)."""
-
-
-#: A job script (e.g. ``reelforge-sr plan`` on an unusable source) prints a line starting with this
-#: when retrying cannot help; the reason after it goes into the task's error (and so into SNS).
-PERMANENT_FAILURE_MARKER = "reelforge: permanent failure: "
-
-
-def _permanent_reason(log_text: str) -> str | None:
-    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip().startswith(PERMANENT_FAILURE_MARKER)]
-    return lines[-1][len(PERMANENT_FAILURE_MARKER):] if lines else None
-
-
-def slurm_job_name(dag_id: str, run_id: str, task_id: str, map_index: int = -1, prefix: str | None = None) -> str:
-    """Deterministic, Slurm-safe job name for one task instance: ``<prefix>-<10 hex>``.
-
-    The hash covers dag_id, run_id, task_id and map_index, so every try of the same task instance
-    gets the same name (that is how a retry finds its job) and no two task instances share one.
-    ``prefix`` (the operator's ``job_name``, else the task id) is only for people reading squeue;
-    characters outside ``[A-Za-z0-9_.-]`` become ``_``.
-    """
-    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()[:10]
-    base = _UNSAFE_NAME.sub("_", prefix or task_id).strip("._-")[:48] or "job"
-    return f"{base}-{digest}"
 
 
 class SlurmJobOperator(BaseOperator):
@@ -109,6 +84,13 @@ class SlurmJobOperator(BaseOperator):
     :param log_tail_lines: lines of each failed task's log copied into the Airflow log.
     :param max_logged_failures: failed tasks whose log tails are copied (the rest are only listed).
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
+    :param delivery_manifest: a JSON file the job writes to say what it delivered to S3 (the SR worker's
+        ``delivery.json``: ``{"bucket", "prefix", "objects": [{"role", "bucket", "key"}]}``), relative to
+        ``workdir``. Read after success for the task's S3 links (:mod:`reelforge.links`).
+    :param aws_conn_id: the AWS connection whose region and endpoint those links use.
+
+    Extra links: *Slurm job* (the task log, with a ``scontrol``/``sacct`` section once the job ended) and,
+    with ``delivery_manifest``, the output prefix, the delivered video, the report and the previews.
 
     Returns (XCom) ``{"job_id", "job_ids", "job_name", "array", "workdir", "log_dir", "tasks"}``
     where ``tasks`` maps each index (as a string; a plain job is ``"0"``) to
@@ -130,10 +112,12 @@ class SlurmJobOperator(BaseOperator):
         "mem",
         "dependency",
         "extra_args",
+        "delivery_manifest",
     )
     template_ext: Sequence[str] = (".sbatch", ".sh")
     template_fields_renderers = {"script": "bash", "env": "json", "extra_args": "json"}
     ui_color = "#dde8f4"
+    operator_extra_links = SLURM_LINKS
 
     def __init__(
         self,
@@ -160,6 +144,8 @@ class SlurmJobOperator(BaseOperator):
         log_tail_lines: int = 40,
         max_logged_failures: int = 5,
         deferrable: bool = True,
+        delivery_manifest: str | None = None,
+        aws_conn_id: str | None = AWS_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -185,6 +171,8 @@ class SlurmJobOperator(BaseOperator):
         self.log_tail_lines = log_tail_lines
         self.max_logged_failures = max_logged_failures
         self.deferrable = deferrable
+        self.delivery_manifest = delivery_manifest
+        self.aws_conn_id = aws_conn_id
         self._job_id: str | None = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -195,76 +183,16 @@ class SlurmJobOperator(BaseOperator):
 
     def _run(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """Names and paths of this task instance's job (the same for every try)."""
-        ti = context["ti"]
-        workdir = str(self.workdir or "").rstrip("/")
-        if not workdir.startswith("/"):
-            raise ValueError(f"workdir must be an absolute path on the cluster, not {self.workdir!r}")
-        if "\\" in workdir:  # a backslash turns off Slurm's %x/%A/%a expansion in --output
-            raise ValueError(f"workdir must not contain a backslash: {self.workdir!r}")
-        name = slurm_job_name(
-            ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), str(self.job_name or "") or None
-        )
-        body, inline_throttle = split_throttle(str(self.array)) if self.array not in (None, "") else (None, None)
-        throttle = self.array_throttle if self.array_throttle not in (None, "", 0) else inline_throttle
-        slurm_dir = posixpath.join(workdir, ".slurm")
-        return {
-            "name": name,
-            "workdir": workdir,
-            "array": body,
-            "throttle": int(throttle) if throttle else None,
-            "indices": expected_indices(body),
-            "try_number": int(getattr(ti, "try_number", 1) or 1),
-            "slurm_dir": slurm_dir,
-            "script_path": posixpath.join(slurm_dir, f"{name}.sbatch"),
-            "state_path": posixpath.join(slurm_dir, f"{name}.json"),
-            "log_dir": posixpath.join(workdir, "logs"),
-        }
+        return job_layout(context["ti"], self.workdir, self.array, self.array_throttle, self.job_name)
 
-    @staticmethod
-    def log_path(run: Mapping[str, Any], job_id: str, index: int) -> str:
-        if run["array"] is None:
-            return posixpath.join(run["log_dir"], f"{run['name']}_{job_id}.out")
-        return posixpath.join(run["log_dir"], f"{run['name']}_{job_id}_{index}.out")
+    log_path = staticmethod(log_path)
 
     def _load_state(self, hook: SlurmHook, run: Mapping[str, Any]) -> dict[str, Any]:
-        fresh = {
-            "version": STATE_VERSION,
-            "job_name": run["name"],
-            "array": run["array"],
-            "attempts": [],
-            "tasks": {},
-        }
-        try:
-            state = hook.read_json(run["state_path"])
-        except FileNotFoundError:
-            return fresh
-        except ValueError:
-            self.log.warning("Ignoring unreadable job state file %s", run["state_path"])
-            return fresh
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            return fresh
-        if state.get("array") != run["array"]:
-            self.log.warning(
-                "The array changed since the earlier tries (%s → %s): starting over", state.get("array"), run["array"]
-            )
-            return fresh
-        return state
+        return load_state(hook, run, self.log)
 
-    @staticmethod
-    def _save_state(hook: SlurmHook, run: Mapping[str, Any], state: dict[str, Any]) -> None:
-        hook.put_text(run["state_path"], json.dumps(state, indent=1, sort_keys=True) + "\n", mode=0o600)
-
-    @staticmethod
-    def _attempt(state: dict[str, Any], job_id: str) -> dict[str, Any] | None:
-        return next((a for a in state["attempts"] if a["job_id"] == job_id), None)
-
-    @staticmethod
-    def _record(state: dict[str, Any], attempt: dict[str, Any], states: Mapping[int, TaskState]) -> None:
-        for i in expected_indices(attempt.get("array")):
-            s = states.get(i)
-            if s is not None and s.terminal:
-                state["tasks"][str(i)] = {**s.to_dict(), "job_id": attempt["job_id"]}
-        attempt["finished"] = True
+    _save_state = staticmethod(save_state)
+    _attempt = staticmethod(find_attempt)
+    _record = staticmethod(record_states)
 
     # -- execution ------------------------------------------------------------------------------
 
@@ -337,7 +265,7 @@ class SlurmJobOperator(BaseOperator):
                 len(run["indices"]),
                 ", ".join(a["job_id"] for a in state["attempts"]),
             )
-            return self._result(hook, run, state)
+            return self._delivered(context, hook, run, self._result(hook, run, state))
         sub_array = compress_indices(todo) if run["array"] is not None else None
         if completed:
             self.log.info(
@@ -361,15 +289,7 @@ class SlurmJobOperator(BaseOperator):
         return self._wait(context, hook, run, job_id, sub_array)
 
     def _script_text(self) -> str:
-        script = str(self.script or "")
-        if not script.startswith("#!"):
-            if "\n" not in script and script.endswith(tuple(self.template_ext)):
-                raise AirflowException(
-                    f"script {script!r} was not found as a template: put it under the DAG's "
-                    "template_searchpath (the repo's include/ dir) or pass the script text"
-                )
-            raise AirflowException("the batch script must start with a '#!' line")
-        return inject_env(script, self.env)
+        return script_text(self.script, self.env, self.template_ext)
 
     def _submit(self, hook: SlurmHook, run: Mapping[str, Any], sub_array: str | None) -> str:
         script = self._script_text()
@@ -407,11 +327,12 @@ class SlurmJobOperator(BaseOperator):
     def _wait(
         self, context: Any, hook: SlurmHook, run: dict[str, Any], job_id: str, sub_array: str | None
     ) -> dict[str, Any]:
+        push_job(context, run, job_id)
         if self.deferrable:
             if self.wait_before_defer > 0:
                 deadline = time.monotonic() + self.wait_before_defer
-                if (states := self._poll(hook, job_id, sub_array, 2.0, deadline)) is not None:
-                    return self._finish(hook, run, job_id, states)
+                if (states := poll_job(hook, job_id, sub_array, 2.0, deadline, self.log)) is not None:
+                    return self._finish(context, hook, run, job_id, states)
             self.defer(
                 trigger=SlurmJobTrigger(
                     ssh_conn_id=self.ssh_conn_id,
@@ -424,42 +345,9 @@ class SlurmJobOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        states = self._poll(hook, job_id, sub_array, self.poll_interval, None)
+        states = poll_job(hook, job_id, sub_array, self.poll_interval, None, self.log)
         assert states is not None  # no deadline: polls until every task is terminal
-        return self._finish(hook, run, job_id, states)
-
-    def _poll(
-        self, hook: SlurmHook, job_id: str, sub_array: str | None, interval: float, deadline: float | None
-    ) -> dict[int, TaskState] | None:
-        """Poll from the task until every task of the job is terminal (its states) or ``deadline`` (None)."""
-        expected = expected_indices(sub_array)
-        last = None
-        errors = 0
-        while True:
-            try:
-                states = hook.job_states(job_id, sub_array)
-                errors = 0
-            except JobVanishedError:
-                raise
-            except (SlurmError, OSError, EOFError) as err:
-                errors += 1
-                if errors >= 10:
-                    raise
-                self.log.warning("Polling Slurm job %s failed (%s); retrying", job_id, err)
-                hook.close()
-                time.sleep(interval)
-                continue
-            done = sum(1 for i in expected if i in states and states[i].terminal)
-            counts = Counter(states[i].state if i in states else "UNKNOWN" for i in expected)
-            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            if last != summary:
-                self.log.info("Slurm job %s: %d of %d tasks done (%s)", job_id, done, len(expected), summary)
-                last = summary
-            if done == len(expected):
-                return states
-            if deadline is not None and time.monotonic() + interval > deadline:
-                return None
-            time.sleep(interval)
+        return self._finish(context, hook, run, job_id, states)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         run = self._run(context)
@@ -468,12 +356,12 @@ class SlurmJobOperator(BaseOperator):
             raise AirflowException(f"Slurm job {event.get('job_id')} ({run['name']}): {event.get('message') or event}")
         hook = self.hook
         try:
-            return self._finish(hook, run, str(event["job_id"]), tasks_from_event(event))
+            return self._finish(context, hook, run, str(event["job_id"]), tasks_from_event(event))
         finally:
             hook.close()
 
     def _finish(
-        self, hook: SlurmHook, run: dict[str, Any], job_id: str, states: Mapping[int, TaskState]
+        self, context: Any, hook: SlurmHook, run: dict[str, Any], job_id: str, states: Mapping[int, TaskState]
     ) -> dict[str, Any]:
         state = self._load_state(hook, run)
         attempt = self._attempt(state, job_id)
@@ -483,59 +371,20 @@ class SlurmJobOperator(BaseOperator):
             state["attempts"].append(attempt)
         self._record(state, attempt, states)
         self._save_state(hook, run, state)
-        return self._result(hook, run, state)
+        log_job_detail(self.log, hook, job_id)
+        return self._delivered(context, hook, run, self._result(hook, run, state))
+
+    def _delivered(
+        self, context: Any, hook: SlurmHook, run: Mapping[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """After success: the ``delivery`` XCom from ``delivery_manifest`` (for the S3 links)."""
+        if self.delivery_manifest:
+            push_delivery(context, self.log, hook, run, str(self.delivery_manifest), self.aws_conn_id)
+        return result
 
     def _result(self, hook: SlurmHook, run: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = {"state": "UNKNOWN", "exit_code": None, "signal": None, "reason": None, "job_id": None}
-        tasks = {str(i): state["tasks"].get(str(i), unknown) for i in run["indices"]}
-        failed = [i for i in run["indices"] if tasks[str(i)]["state"] != "COMPLETED"]
-        result = {
-            "job_id": state["attempts"][-1]["job_id"] if state["attempts"] else None,
-            "job_ids": [a["job_id"] for a in state["attempts"]],
-            "job_name": run["name"],
-            "array": run["array"],
-            "workdir": run["workdir"],
-            "log_dir": run["log_dir"],
-            "tasks": tasks,
-        }
-        if not failed:
-            self.log.info("Slurm job %s: all %d tasks COMPLETED", run["name"], len(run["indices"]))
-            return result
-        lines = []
-        for i in failed:
-            t = tasks[str(i)]
-            lines.append(f"index {i}: {TaskState.from_dict(t).describe()} (job {t.get('job_id')})")
-        permanent: dict[int, str] = {}
-        for i in failed[: self.max_logged_failures]:
-            t = tasks[str(i)]
-            if not t.get("job_id"):
-                continue
-            path = self.log_path(run, t["job_id"], i)
-            try:
-                text = hook.tail(path, self.log_tail_lines)
-            except Exception as err:
-                text = f"(log not readable: {err})"
-            if reason := _permanent_reason(text):
-                permanent[i] = reason
-                lines[failed.index(i)] += f": {reason}"
-            self.log.error(
-                "Slurm task %s failed: %s; last %d lines of %s:\n%s",
-                i,
-                TaskState.from_dict(t).describe(),
-                self.log_tail_lines,
-                path,
-                text.rstrip(),
-            )
-        shown = "; ".join(lines[:20]) + (f"; … {len(lines) - 20} more" if len(lines) > 20 else "")
-        if len(permanent) == len(failed):
-            raise SlurmJobPermanentError(
-                f"Slurm job {run['name']}: {len(failed)} of {len(run['indices'])} tasks failed permanently "
-                f"(not retried): {shown}"
-            )
-        raise SlurmJobFailedError(
-            f"Slurm job {run['name']}: {len(failed)} of {len(run['indices'])} tasks failed: {shown}. "
-            "A retry resubmits only these indices."
-        )
+        return report(hook, run, state, self.log, tail_lines=self.log_tail_lines,
+                      max_logged=self.max_logged_failures)
 
     def on_kill(self) -> None:
         """The task was killed while the worker waited: cancel the Slurm job."""

@@ -9,14 +9,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from reelforge.hooks.slurm import (
-    JobVanishedError,
-    SlurmAsyncHook,
-    SlurmError,
-    TaskState,
-    check_job_id,
-    expected_indices,
-)
+from reelforge.hooks.slurm import SlurmAsyncHook
+from reelforge.hooks.slurm_text import JobVanishedError, SlurmError, TaskState, check_job_id, expected_indices
+from reelforge.progress import ArrayProgress
 
 #: Errors worth another poll (network blips, a restarting slurmctld); anything else fails at once.
 _TRANSIENT = (SlurmError, OSError, EOFError, TimeoutError)
@@ -102,7 +97,7 @@ class SlurmJobTrigger(BaseTrigger):
         label = f"Slurm job {self.job_id}" + (f" ({self.job_name})" if self.job_name else "")
         hook = self._hook()
         errors = 0
-        last: tuple[int, str] | None = None
+        progress = ArrayProgress(total)
         await asyncio.sleep(self.first_poll_delay)
         try:
             while True:
@@ -126,10 +121,8 @@ class SlurmJobTrigger(BaseTrigger):
                     continue
                 done = [i for i in expected if i in states and states[i].terminal]
                 counts = Counter(states[i].state if i in states else "UNKNOWN" for i in expected)
-                summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                if last != (len(done), summary):
-                    self.log.info("%s: %d of %d tasks done (%s)", label, len(done), total, summary)
-                    last = (len(done), summary)
+                if (line := progress.update(len(done), counts)) is not None:
+                    self.log.info("%s: %s", label, line)
                 if len(done) == total:
                     yield self._event("done", tasks={str(i): states[i].to_dict() for i in expected})
                     return

@@ -43,7 +43,10 @@ def script(name: str) -> str:
 
 
 def fake_ti(task_id: str, run_id: str, try_number: int = 1) -> SimpleNamespace:
-    return SimpleNamespace(dag_id="pytest_slurm", run_id=run_id, task_id=task_id, map_index=-1, try_number=try_number)
+    """A task instance for driving an operator outside Airflow; what it pushes lands in ``.xcoms``."""
+    xcoms: dict[str, Any] = {}
+    return SimpleNamespace(dag_id="pytest_slurm", run_id=run_id, task_id=task_id, map_index=-1, try_number=try_number,
+                           xcoms=xcoms, xcom_push=lambda key, value: xcoms.__setitem__(key, value))
 
 
 async def first_event(trigger: Any, timeout: float) -> Any:

@@ -17,7 +17,8 @@ import paramiko
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from reelforge.hooks.slurm import HostKeyPolicyError, SlurmHook
+from reelforge.hooks.slurm import SlurmHook
+from reelforge.hooks.slurm_text import HostKeyPolicyError
 from reelforge.operators.slurm import SlurmJobFailedError, SlurmJobOperator
 from reelforge.triggers.slurm import SlurmJobTrigger
 from tests.plugins.slurm.slurm_helpers import CONN_ID, ROOT, drive, fake_ti, resume, run_trigger, script

@@ -8,19 +8,17 @@ import subprocess
 
 import pytest
 
-from reelforge.hooks.slurm import (
+from reelforge.hooks.sbatch import build_sbatch_argv, inject_env, slurm_filename_literal
+from reelforge.hooks.slurm_text import (
     TaskState,
-    build_sbatch_argv,
     compress_indices,
     expand_array,
-    inject_env,
     join_command,
     normalize_state,
     parse_exit_code,
     parse_sacct,
     parse_scontrol,
     parse_squeue,
-    slurm_filename_literal,
     split_throttle,
 )
 from reelforge.operators.slurm import SlurmJobOperator, slurm_job_name

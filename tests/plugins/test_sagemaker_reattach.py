@@ -12,7 +12,7 @@ import pytest
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.sdk.exceptions import TaskDeferred
 
-from reelforge.stylegan2.operators import ReattachingProcessingOperator, ReattachingTrainingOperator
+from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator, ReattachingTrainingOperator
 
 
 class FakeSageMaker:
