@@ -26,32 +26,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.sdk import DAG, task
 
-from reelforge.avatar.config import TOPIC_ARN_TEMPLATE
+from reelforge import dag_defaults
+from reelforge.avatar.config import TOPIC_VARIABLE
 from reelforge.avatar.endpoints import EnsureEndpointConfigOperator, EnsureEndpointOperator, EnsureModelOperator
-from reelforge.settings import AWS_CONN_ID, retry_delay
+from reelforge.settings import AWS_CONN_ID
 
 DAG_ID = "avatar_endpoints"
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": retry_delay(60),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=15),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN_TEMPLATE,
-        subject="ReelForge avatar endpoints failed: {{ dag_run.run_id[:50] }}",
-        message=(
-            '{"event": "avatar_endpoints_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"task_id": "{{ ti.task_id }}", "reason": {{ (exception | string) | tojson }}}'
-        ),
-        message_attributes={"event": "avatar_endpoints_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="ml-platform", retries=2, retry_seconds=60, max_retry_delay=timedelta(minutes=15),
+    topic_variable=TOPIC_VARIABLE, event="avatar_endpoints_failed", title="ReelForge avatar endpoints failed",
+)
 
 with DAG(
     dag_id=DAG_ID,

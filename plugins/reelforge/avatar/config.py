@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from reelforge.sagemaker_requests import folder as _prefix
 from reelforge.settings import required, setting, variable_template
-from reelforge.stylegan2.config import _prefix
 
 #: Production sets ``reelforge_avatar_topic_arn`` (and, for users' messages, ``..._user_topic_arn``).
 TOPIC_VARIABLE = "reelforge_avatar_topic_arn"
@@ -22,6 +22,14 @@ USER_TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_avatar_user_topic_arn', v
 def selfie_queue_url() -> str | None:
     """SQS queue receiving the selfie prefix's S3 notifications (env: read at parse time, no DB)."""
     return os.environ.get("REELFORGE_AVATAR_SELFIE_QUEUE_URL") or None
+
+
+def triton_image_beside(image_uri: str) -> str:
+    """``…/reelforge-avatar:<tag>`` → ``…/reelforge-avatar-triton:<tag>`` (how scripts/push-images names them)."""
+    repo, sep, tag = image_uri.rpartition(":")
+    if not sep or "/" in tag or not repo.endswith("/reelforge-avatar"):
+        return ""
+    return f"{repo}-triton:{tag}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,12 @@ class AvatarSettings:
     async_max_instances: int
     async_output_prefix: str
     async_topic_arn: str
+    # invocation-time estimates (seconds) behind reelforge.avatar.limits
+    finetune_setup_s: float
+    finetune_class_image_s: float
+    finetune_step_s: float
+    sample_step_s: float
+    sample_overhead_s: float
 
 
 def avatar_settings() -> AvatarSettings:
@@ -116,12 +130,19 @@ def avatar_settings() -> AvatarSettings:
         # The base pipeline folder (with reelforge_base.json, `reelforge-avatar stamp-base`) as model.tar.gz.
         base_model_uri=setting("reelforge_avatar_base_model_uri",
                                f"s3://{artifacts_bucket}/{artifacts_prefix}base/sd21-base.tar.gz"),
-        triton_image_uri=setting("reelforge_avatar_triton_image_uri",
-                                 "785573368785.dkr.ecr.us-east-1.amazonaws.com/sagemaker-tritonserver:24.09-py3"),
+        # Our image (containers/avatar/Dockerfile.triton, pushed beside image_uri): SageMaker's own Triton image
+        # has none of our models' code.
+        triton_image_uri=setting("reelforge_avatar_triton_image_uri", triton_image_beside(image)),
         finetune_instance_type=setting("reelforge_avatar_finetune_instance_type", "ml.g4dn.xlarge"),
         mme_instance_type=setting("reelforge_avatar_mme_instance_type", "ml.g4dn.xlarge"),
         mme_instance_count=int(setting("reelforge_avatar_mme_instance_count", "1")),
         async_max_instances=int(setting("reelforge_avatar_async_max_instances", "2")),
         async_output_prefix=_prefix(setting("reelforge_avatar_async_output_prefix", f"{artifacts_prefix}async/")),
         async_topic_arn=setting("reelforge_avatar_async_topic_arn", topic),
+        # Estimates for ml.g4dn.xlarge (T4, fp16, 512 px); measure and set them for the instance types you use.
+        finetune_setup_s=float(setting("reelforge_avatar_finetune_setup_s", "300")),
+        finetune_class_image_s=float(setting("reelforge_avatar_finetune_class_image_s", "4")),
+        finetune_step_s=float(setting("reelforge_avatar_finetune_step_s", "0.9")),
+        sample_step_s=float(setting("reelforge_avatar_sample_step_s", "0.15")),
+        sample_overhead_s=float(setting("reelforge_avatar_sample_overhead_s", "3")),
     )

@@ -17,7 +17,7 @@ from airflow.providers.amazon.aws.operators.sagemaker import (
 )
 
 from reelforge.avatar.config import AvatarSettings
-from reelforge.stylegan2.jobs import digest, s3_uri
+from reelforge.sagemaker_requests import digest, s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,14 @@ def endpoint_plan(settings: AvatarSettings) -> dict[str, Any]:
     ft_config = {"EndpointConfigName": _named("reelforge-avatar-ft", [ft_variants, async_config]),
                  "ProductionVariants": ft_variants, "AsyncInferenceConfig": async_config}
 
+    if not settings.triton_image_uri:
+        raise ValueError("set reelforge_avatar_triton_image_uri to the reelforge-avatar-triton image "
+                         "(containers/avatar/Dockerfile.triton): SageMaker's Triton image has none of our code")
+    # Users' packages come from the MME prefix; the shared base is fetched by avatar_base from the same tar
+    # the fine-tune endpoint gets as its model data (reelforge_avatar.base_model.fetch_base).
     mme_container = {"Image": settings.triton_image_uri, "Mode": "MultiModel",
-                     "ModelDataUrl": s3_uri(settings.mme_bucket, settings.mme_prefix)}
+                     "ModelDataUrl": s3_uri(settings.mme_bucket, settings.mme_prefix),
+                     "Environment": {"HF_HUB_OFFLINE": "1", "REELFORGE_AVATAR_BASE_MODEL_URI": settings.base_model_uri}}
     mme_model = {"ModelName": _named("reelforge-avatar-mme", [mme_container, settings.role_arn]),
                  "ExecutionRoleArn": settings.role_arn, "PrimaryContainer": mme_container}
     mme_variants = [{"VariantName": VARIANT, "ModelName": mme_model["ModelName"],
@@ -103,7 +109,7 @@ def scale_to_zero_requests(endpoint: str, max_instances: int) -> dict[str, Any]:
 
 def apply_scaling(requests: dict[str, Any]) -> dict[str, Any]:
     """Register the target, put both policies and the alarm (each call is an idempotent upsert)."""
-    from reelforge.stylegan2.aws import aws_client
+    from reelforge.sagemaker_requests import aws_client
 
     aas, cw = aws_client("application-autoscaling"), aws_client("cloudwatch")
     aas.register_scalable_target(**requests["target"])

@@ -1,6 +1,6 @@
 """Names, input checks and requests of one avatar run (pure functions: no AWS, no Airflow).
 
-Names derive from the run, never from the clock: the run key is stylegan2's
+Names derive from the run, never from the clock: the run key is
 ``<run_after:%Y%m%d%H%M%S>-<6 hex of sha256(run_id)>`` and the model name hashes the user id with the
 run id, so every try of a run asks for the same job, inference, model and S3 keys.
 """
@@ -13,19 +13,20 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from reelforge.avatar.config import AvatarSettings
-from reelforge.storage import InvalidSourceError, validate_key
-from reelforge.stylegan2.jobs import (
+from reelforge.avatar.limits import limit_problems
+from reelforge.sagemaker_requests import (
     JOB_NAME_RE,
     PROC,
     InvalidParamsError,
-    _processing,
-    _s3_input,
-    _s3_output,
     digest,
+    processing_job,
     run_key,
+    s3_input,
+    s3_output,
     s3_uri,
     split_s3_uri,
 )
+from reelforge.storage import InvalidSourceError, validate_key
 
 USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MODEL_NAME_RE = re.compile(r"[a-z0-9](-?[a-z0-9])*")
@@ -35,6 +36,8 @@ MARKER = "_READY"
 CLASS_PROMPT = "a photo of a person"
 ENTRYPOINT = ["reelforge-avatar", "preprocess"]
 RESOLUTION = 512
+#: Prior-preservation images the fine-tune generates with the base model (DreamBooth's usual 100).
+DEFAULT_CLASS_IMAGES = 100
 
 
 def _signature_ok(head: bytes) -> bool:
@@ -67,6 +70,7 @@ def form_params(params: dict[str, Any]) -> dict[str, Any]:
             "lora_rank": int(params["lora_rank"]),
             "token": str(params["token"]).strip(),
             "samples": int(params["samples"]),
+            "class_images": int(params.get("class_images", DEFAULT_CLASS_IMAGES)),
             "prompt": str(params["prompt"]).strip(),
         }
     except (KeyError, TypeError, ValueError) as err:
@@ -81,6 +85,8 @@ def form_params(params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParamsError(f"token must match {TOKEN_RE.pattern} (a rare word such as ohwx)")
     if not 1 <= p["samples"] <= 16:
         raise InvalidParamsError("samples must be between 1 and 16")
+    if not 1 <= p["class_images"] <= 400:
+        raise InvalidParamsError("class_images must be between 1 and 400")
     if "{token}" not in p["prompt"] and p["token"] not in p["prompt"]:
         raise InvalidParamsError("the prompt must contain {token} (or the token itself)")
     if p["selfies_uri"]:
@@ -139,22 +145,23 @@ def plan_avatar(*, p: dict[str, Any], run_id: str, run_after: datetime, settings
     """Names, S3 locations, the preprocessing job and the fine-tune request of one run."""
     if settings.mixed_precision not in ("no", "fp16"):
         raise InvalidParamsError("reelforge_avatar_mixed_precision must be 'no' or 'fp16'")
+    problems = limit_problems(steps=p["steps"], class_images=p["class_images"], settings=settings)
+    if problems:
+        raise InvalidParamsError("; ".join(problems))
     key = run_key(run_after, run_id)
     name = model_name(p["user_id"], run_id)
     base = f"{settings.artifacts_prefix}runs/{key}/"
     crops_uri = s3_uri(settings.artifacts_bucket, f"{base}crops/")
     output_s3_uri = s3_uri(settings.artifacts_bucket, f"{base}model/model.tar.gz")
-    prep = _processing(
-        job_name("prep", key), settings, workflow="avatar", run_id=run_id, args=[],
-        inputs=[_s3_input("selfies", p["selfies_uri"], f"{PROC}/input/selfies")],
-        outputs=[_s3_output("crops", crops_uri, f"{PROC}/output/crops")],
-        instance_type=settings.prep_instance_type, max_runtime_s=3600,
+    prep = processing_job(
+        job_name("prep", key), role_arn=settings.role_arn, image_uri=settings.image_uri, entrypoint=ENTRYPOINT,
+        args=["--input", f"{PROC}/input/selfies", "--output", f"{PROC}/output/crops",
+              "--size", str(RESOLUTION), "--min-faces", str(settings.min_selfies)],
+        inputs=[s3_input("selfies", p["selfies_uri"], f"{PROC}/input/selfies")],
+        outputs=[s3_output("crops", crops_uri, f"{PROC}/output/crops")],
+        instance_type=settings.prep_instance_type, volume_gb=settings.processing_volume_gb, max_runtime_s=3600,
+        run_id=run_id, workflow="avatar",
     )
-    prep["AppSpecification"] = {
-        "ImageUri": settings.image_uri, "ContainerEntrypoint": ENTRYPOINT,
-        "ContainerArguments": ["--input", f"{PROC}/input/selfies", "--output", f"{PROC}/output/crops",
-                               "--size", str(RESOLUTION), "--min-faces", str(settings.min_selfies)],
-    }
     request = {
         "job_name": job_name("ft", key),
         "instance_data_uri": crops_uri,
@@ -171,6 +178,7 @@ def plan_avatar(*, p: dict[str, Any], run_id: str, run_after: datetime, settings
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "mixed_precision": settings.mixed_precision,
         "seed": settings.seed,
+        "num_class_images": p["class_images"],
     }
     return {
         "key": key,

@@ -9,11 +9,16 @@ import time
 from typing import Any
 
 from reelforge.avatar.config import AvatarSettings, avatar_settings
-from reelforge.avatar.package import PackageError, inspect_package, verify_manifest
+from reelforge.avatar.mme import MmeResponseError, decode_image, sample_request
+from reelforge.avatar.package import (
+    PackageError,
+    expected_manifest,
+    inspect_package,
+    manifest_path,
+    verify_manifest,
+)
 from reelforge.avatar.plan import check_selfies, form_params, generation_requests, plan_avatar, selfies_from_marker
-from reelforge.stylegan2.aws import aws_client, list_objects
-from reelforge.stylegan2.jobs import InvalidParamsError, split_s3_uri
-from reelforge.stylegan2.training_run import s3_console
+from reelforge.sagemaker_requests import InvalidParamsError, aws_client, list_objects, s3_console, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +95,14 @@ def verify_package(*, plan: dict[str, Any], finetune: dict[str, Any]) -> dict[st
     if head["ContentLength"] > settings.max_package_bytes:
         raise _fail(f"{request['output_s3_uri']} is {head['ContentLength']} bytes: at most "
                     f"{settings.max_package_bytes}")
-    expected = {"base_model_id": settings.base_model_id, "base_model_revision": settings.base_model_revision,
-                "lora_rank": request["lora_rank"], "steps": request["max_train_steps"], "token": request["token"]}
+    name = request["model_name"]
+    expected = expected_manifest(request, base_model_id=settings.base_model_id,
+                                 base_model_revision=settings.base_model_revision)
     with tempfile.TemporaryFile() as tmp:
         s3.download_fileobj(bucket, key, tmp)
         tmp.seek(0)
         try:
-            found = inspect_package(tmp, max_unpacked_bytes=4 * settings.max_package_bytes)
+            found = inspect_package(tmp, model_name=name, max_unpacked_bytes=4 * settings.max_package_bytes)
         except PackageError as err:
             raise _fail(f"{request['output_s3_uri']}: {err}") from err
     problems = verify_manifest(found, expected)
@@ -107,7 +113,7 @@ def verify_package(*, plan: dict[str, Any], finetune: dict[str, Any]) -> dict[st
     log.info("%s: %d files, sha256s match, base %s@%s", request["output_s3_uri"], len(found["files"]),
              settings.base_model_id, settings.base_model_revision)
     return {"model_uri": request["output_s3_uri"], "etag": head["ETag"], "bytes": head["ContentLength"],
-            "files": len(found["files"]), "manifest_sha256": found["files"]["manifest.json"]}
+            "files": len(found["files"]), "manifest_sha256": found["files"][manifest_path(name)]}
 
 
 def register_model(*, plan: dict[str, Any], package: dict[str, Any]) -> str:
@@ -141,14 +147,14 @@ def register_model(*, plan: dict[str, Any], package: dict[str, Any]) -> str:
     return plan["registered_uri"]
 
 
-def _invoke(rt: Any, plan: dict[str, Any], body: dict[str, Any], *, tries: int, wait_s: float) -> dict[str, Any]:
+def _invoke(rt: Any, plan: dict[str, Any], payload: bytes, content_type: str, *, tries: int,
+            wait_s: float) -> dict[str, Any]:
     from botocore.exceptions import ClientError
 
     for attempt in range(1, tries + 1):
         try:
             return rt.invoke_endpoint(EndpointName=plan["mme_endpoint"], TargetModel=plan["target_model"],
-                                      ContentType="application/json", Accept="image/png",
-                                      Body=json.dumps(body).encode())
+                                      ContentType=content_type, Body=payload)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code")
             if code not in _NOT_READY or attempt == tries:
@@ -167,18 +173,19 @@ def generate_samples(*, plan: dict[str, Any], registered_uri: str, dag_id: str) 
     requests = generation_requests(plan, settings)
     records = []
     for i, body in enumerate(requests):
+        # KServe v2 (tritonclient), one image per request: each must fit the real-time limit (limits.py).
+        payload, content_type = sample_request(body)
         # The first call loads the model onto the endpoint (the warm-up): it may answer "not ready" a while.
-        response = _invoke(rt, plan, body, tries=10 if i == 0 else 3, wait_s=15)
-        image = response["Body"].read()
-        content_type = response.get("ContentType", "")
-        if not image or content_type != "image/png":
-            raise RuntimeError(f"sample {i}: {plan['mme_endpoint']} answered {len(image)} bytes of "
-                               f"{content_type!r}, not a PNG")
+        response = _invoke(rt, plan, payload, content_type, tries=10 if i == 0 else 3, wait_s=15)
+        try:
+            image = decode_image(response["Body"].read(), response.get("ContentType", ""))
+        except MmeResponseError as err:
+            raise RuntimeError(f"sample {i}: {plan['mme_endpoint']} answered no image: {err}") from err
         key = f"{prefix}avatars/avatar-{i:02d}.png"
         s3.put_object(Bucket=bucket, Key=key, Body=image, ContentType="image/png")
         records.append({"key": key, "request": body, "bytes": len(image)})
     record = {"endpoint": plan["mme_endpoint"], "target_model": plan["target_model"], "model": registered_uri,
-              "content_type": "application/json", "accept": "image/png", "samples": records}
+              "protocol": "KServe v2, Triton binary tensor extension", "samples": records}
     s3.put_object(Bucket=bucket, Key=f"{prefix}generation.json", Body=json.dumps(record, indent=2).encode(),
                   ContentType="application/json")
     return {"message": user_message(plan=plan, s3=s3, keys=[r["key"] for r in records], settings=settings,

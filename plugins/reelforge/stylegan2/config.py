@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from reelforge.sagemaker_requests import folder
 from reelforge.settings import required, setting, variable_template
 
 TOPIC_VARIABLE = "reelforge_stylegan2_topic_arn"
@@ -46,20 +47,16 @@ class StyleGAN2Settings:
     processing_volume_gb: int
 
 
-def _prefix(value: str) -> str:
-    return value if not value or value.endswith("/") else value + "/"
-
-
 def stylegan2_settings() -> StyleGAN2Settings:
     return StyleGAN2Settings(
         image_uri=required("reelforge_stylegan2_image_uri", "the StyleGAN2 image in ECR"),
         role_arn=required("reelforge_stylegan2_role_arn", "the SageMaker execution role of the StyleGAN2 jobs"),
         artifacts_bucket=setting("reelforge_stylegan2_artifacts_bucket", "reelforge-artifacts"),
-        artifacts_prefix=_prefix(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")),
+        artifacts_prefix=folder(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")),
         output_bucket=setting("reelforge_stylegan2_output_bucket", "reelforge-output"),
-        output_prefix=_prefix(setting("reelforge_stylegan2_output_prefix", "stylegan2/")),
+        output_prefix=folder(setting("reelforge_stylegan2_output_prefix", "stylegan2/")),
         batch_input_bucket=setting("reelforge_stylegan2_batch_input_bucket", "reelforge-ingest"),
-        batch_input_prefix=_prefix(setting("reelforge_stylegan2_batch_input_prefix", "stylegan2/batch/incoming/")),
+        batch_input_prefix=folder(setting("reelforge_stylegan2_batch_input_prefix", "stylegan2/batch/incoming/")),
         model_package_group=setting("reelforge_stylegan2_model_package_group", "reelforge-stylegan2"),
         topic_arn=required(TOPIC_VARIABLE, "the StyleGAN2 SNS topic ARN"),
         prep_instance_type=setting("reelforge_stylegan2_prep_instance_type", "ml.m5.2xlarge"),

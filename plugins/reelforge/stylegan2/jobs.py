@@ -8,17 +8,25 @@ always asks for the same jobs and writes to the same prefixes.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from datetime import datetime
 from typing import Any
 
+from reelforge.sagemaker_requests import (
+    JOB_NAME_RE,
+    PROC,
+    InvalidParamsError,
+    digest,
+    processing_job,
+    run_key,
+    s3_input,
+    s3_output,
+    s3_uri,
+    split_s3_uri,
+    tags,
+)
 from reelforge.stylegan2.config import StyleGAN2Settings
 
-PROC = "/opt/ml/processing"
 ENTRYPOINT = ["reelforge-stylegan2"]
-JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 #: ``train.py`` prints each metric result as JSON (``"fid50k_full": 12.3``) and the entry prints the
 #: final snapshot's metrics last: SageMaker's final value is the final model's.
@@ -28,20 +36,6 @@ METRIC_DEFINITIONS = [
 ]
 
 
-class InvalidParamsError(ValueError):
-    """The run's parameters cannot make a valid job; retrying will not help."""
-
-
-def digest(*parts: object, length: int = 6) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def run_key(run_after: datetime, run_id: str) -> str:
-    """Deterministic per DAG run (``run_after`` exists for every run kind; ``ts_nodash`` does not)."""
-    return f"{run_after:%Y%m%d%H%M%S}-{digest(run_id)}"
-
-
 def job_name(kind: str, key: str) -> str:
     name = f"reelforge-sg2-{kind}-{key}"
     if not JOB_NAME_RE.fullmatch(name):
@@ -49,45 +43,9 @@ def job_name(kind: str, key: str) -> str:
     return name
 
 
-def s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise InvalidParamsError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
-
-
-def _tags(workflow: str, run_id: str) -> list[dict[str, str]]:
-    safe = re.sub(r"[^\w.:/=+\-@ ]", "_", run_id)[:256]
-    return [{"Key": "reelforge:workflow", "Value": workflow}, {"Key": "reelforge:dag-run", "Value": safe}]
-
-
-def _s3_input(name: str, uri: str, local: str, data_type: str = "S3Prefix") -> dict[str, Any]:
-    return {"InputName": name, "S3Input": {"S3Uri": uri, "LocalPath": local, "S3DataType": data_type,
-                                           "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
-
-
-def _s3_output(name: str, uri: str, local: str) -> dict[str, Any]:
-    return {"OutputName": name, "S3Output": {"S3Uri": uri, "LocalPath": local, "S3UploadMode": "EndOfJob"}}
-
-
-def _processing(name: str, settings: StyleGAN2Settings, *, args: list[str], inputs: list[dict], outputs: list[dict],
-                instance_type: str, max_runtime_s: int, run_id: str, workflow: str) -> dict[str, Any]:
-    return {
-        "ProcessingJobName": name,
-        "RoleArn": settings.role_arn,
-        "AppSpecification": {"ImageUri": settings.image_uri, "ContainerEntrypoint": ENTRYPOINT,
-                             "ContainerArguments": args},
-        "ProcessingInputs": inputs,
-        "ProcessingOutputConfig": {"Outputs": outputs},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": instance_type,
-                                                  "VolumeSizeInGB": settings.processing_volume_gb}},
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_s},
-        "Tags": _tags(workflow, run_id),
-    }
+def _processing(name: str, settings: StyleGAN2Settings, **kw: Any) -> dict[str, Any]:
+    return processing_job(name, role_arn=settings.role_arn, image_uri=settings.image_uri, entrypoint=ENTRYPOINT,
+                          volume_gb=settings.processing_volume_gb, **kw)
 
 
 def training_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -175,8 +133,8 @@ def plan_training(*, params: dict[str, Any], run_id: str, run_after: datetime, d
         names["prep"], settings, workflow="stylegan2-training", run_id=run_id,
         args=["prep", "--resolution", str(p["resolution"]), "--input", f"{PROC}/input/images",
               "--output", f"{PROC}/output/dataset"],
-        inputs=[_s3_input("images", dataset_uri, f"{PROC}/input/images")],
-        outputs=[_s3_output("dataset", dataset_out, f"{PROC}/output/dataset")],
+        inputs=[s3_input("images", dataset_uri, f"{PROC}/input/images")],
+        outputs=[s3_output("dataset", dataset_out, f"{PROC}/output/dataset")],
         instance_type=settings.prep_instance_type, max_runtime_s=6 * 3600,
     )
     stopping = {"MaxRuntimeInSeconds": p["max_runtime_hours"] * 3600}
@@ -201,7 +159,7 @@ def plan_training(*, params: dict[str, Any], run_id: str, run_after: datetime, d
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": p["spot"],
         "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
-        "Tags": _tags("stylegan2-training", run_id),
+        "Tags": tags("stylegan2-training", run_id),
     }
     return {
         "key": key,
@@ -226,12 +184,12 @@ def generation_config(*, name: str, model_url: str, output_uri: str, settings: S
     """A batch generation job: seeds and/or the requests listed in an S3 manifest."""
     args = ["generate", "--model", f"{PROC}/input/model", "--out", f"{PROC}/output/samples",
             "--truncation", f"{truncation:g}"]
-    inputs = [_s3_input("model", model_url, f"{PROC}/input/model")]
+    inputs = [s3_input("model", model_url, f"{PROC}/input/model")]
     if seeds:
         args += ["--seeds", seeds]
     if requests_manifest_uri:
         args += ["--inputs", f"{PROC}/input/requests"]
-        inputs.append(_s3_input("requests", requests_manifest_uri, f"{PROC}/input/requests", "ManifestFile"))
+        inputs.append(s3_input("requests", requests_manifest_uri, f"{PROC}/input/requests", "ManifestFile"))
     return _processing(name, settings, workflow=workflow, run_id=run_id, args=args, inputs=inputs,
-                       outputs=[_s3_output("samples", output_uri, f"{PROC}/output/samples")],
+                       outputs=[s3_output("samples", output_uri, f"{PROC}/output/samples")],
                        instance_type=settings.generate_instance_type, max_runtime_s=12 * 3600)

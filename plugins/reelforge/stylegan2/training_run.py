@@ -10,9 +10,9 @@ import tarfile
 from pathlib import PurePosixPath
 from typing import Any
 
-from reelforge.stylegan2.aws import aws_client, list_objects
+from reelforge.sagemaker_requests import InvalidParamsError, aws_client, digest, list_objects, s3_console, split_s3_uri
 from reelforge.stylegan2.config import stylegan2_settings
-from reelforge.stylegan2.jobs import InvalidParamsError, digest, generation_config, plan_training, split_s3_uri
+from reelforge.stylegan2.jobs import generation_config, plan_training
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +176,6 @@ def console_links(region: str, **jobs: str) -> dict[str, str]:
     base = f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#"
     paths = {"training_job": "jobs", "prep_job": "processing-jobs", "samples_job": "processing-jobs"}
     return {kind: f"{base}/{paths[kind]}/{name}" for kind, name in jobs.items()}
-
-
-def s3_console(uri: str, region: str) -> str:
-    from urllib.parse import quote
-
-    bucket, key = split_s3_uri(uri)
-    return f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}?region={region}&prefix={quote(key)}"
 
 
 def success_message(*, plan: dict[str, Any], review: dict[str, Any], model_package_arn: str, samples: dict,

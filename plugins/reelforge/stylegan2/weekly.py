@@ -16,9 +16,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from reelforge.stylegan2.aws import aws_client, list_objects
+from reelforge.sagemaker_requests import aws_client, digest, list_objects, s3_uri
 from reelforge.stylegan2.config import StyleGAN2Settings, stylegan2_settings
-from reelforge.stylegan2.jobs import digest, generation_config, job_name, s3_uri
+from reelforge.stylegan2.jobs import generation_config, job_name
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def _request(**overrides) -> dict:
         "output_s3_uri": f"s3://{BUCKET}/u1/model/model.tar.gz", "model_name": "avatar-u1", "token": "<<TOK>>",
         "class_prompt": "a photo of a person", "base_model_id": BASE_ID, "base_model_revision": BASE_REVISION,
         "max_train_steps": 3, "lora_rank": 4, "learning_rate": 5e-3, "gradient_accumulation_steps": 2,
-        "mixed_precision": "fp16", "seed": 3,
+        "mixed_precision": "fp16", "seed": 3, "num_class_images": 2,
     }
     request.update(overrides)
     return request
@@ -52,7 +52,7 @@ def service(tiny_base, s3, tmp_path, monkeypatch):
     monkeypatch.setenv("REELFORGE_AVATAR_BASE_MODEL_DIR", str(tiny_base))
     ctx = serving.model_fn("/opt/ml/model")
     ctx.s3_client, ctx.work_root = s3, tmp_path
-    ctx.num_class_images, ctx.class_inference_steps = 2, 2
+    ctx.class_inference_steps = 2
     return ctx
 
 
@@ -131,3 +131,38 @@ def test_empty_instance_prefix_and_base_mismatch_are_refused(service, s3):
 def test_output_fn_never_answers_a_failure_as_success():
     with pytest.raises(RuntimeError, match="non-success"):
         serving.output_fn({"status": "failed"}, "application/json")
+
+
+def test_serve_follows_the_sagemaker_container_contract(tiny_base, monkeypatch):
+    """``serve`` (the local base's stand-in for the DLC's TorchServe): /ping, /invocations, errors as 500."""
+    import threading
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from reelforge_avatar import serve
+
+    monkeypatch.setenv("REELFORGE_AVATAR_BASE_MODEL_DIR", str(tiny_base))
+    monkeypatch.setenv("SAGEMAKER_SUBMIT_DIRECTORY", str(Path(serve.__file__).parents[2] / "code"))
+    monkeypatch.setenv("SAGEMAKER_PROGRAM", "inference.py")
+    server = serve.make_server(0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=10) as answer:  # noqa: S310 - local
+            assert answer.status == 200
+        bad = urllib.request.Request(f"{url}/invocations", data=json.dumps({**_request(), "steps": 1}).encode(),  # noqa: S310
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=10)  # noqa: S310 - local
+        assert refused.value.code == 500
+        assert refused.value.read().decode() == "RequestError: unknown request keys: ['steps']"
+        mismatch = urllib.request.Request(  # noqa: S310 - local
+            f"{url}/invocations", data=json.dumps(_request(base_model_revision="f" * 40)).encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError, match="500") as refused:
+            urllib.request.urlopen(mismatch, timeout=10)  # noqa: S310 - local
+        assert "base model mismatch" in refused.value.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()

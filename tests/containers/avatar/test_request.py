@@ -17,7 +17,7 @@ def valid(**overrides) -> dict:
         "model_name": "avatar-u42-3f2a", "token": "<<TOK>>", "class_prompt": "a photo of a person",
         "base_model_id": "stabilityai/stable-diffusion-2-1-base", "base_model_revision": "abc123",
         "max_train_steps": 400, "lora_rank": 8, "learning_rate": 1e-4, "gradient_accumulation_steps": 1,
-        "mixed_precision": "fp16", "seed": 0,
+        "mixed_precision": "fp16", "seed": 0, "num_class_images": 100,
     }
     request.update(overrides)
     return request

@@ -14,7 +14,7 @@ import triton_python_backend_utils_double as pb
 from PIL import Image
 from reelforge_avatar.package import build_model_dir
 from reelforge_avatar.training import TrainConfig, train_lora
-from reelforge_avatar.triton_config import BASE_MODEL_NAME, base_config_pbtxt
+from reelforge_avatar.triton_config import BASE_MODEL_NAME, BASE_MODEL_PY, base_config_json, base_config_pbtxt
 from tiny_pipeline import BASE_ID, BASE_REVISION
 
 PROMPT = "a photo of <<TOK>> person"
@@ -135,11 +135,16 @@ def test_evicted_adapters_reload_and_bad_requests_come_back_as_errors(triton, us
     assert response.has_error() and "unknown ACTION" in response.error().message()
 
 
-def test_user_model_loads_the_base_when_it_is_not_ready(triton, user_packages, monkeypatch):
-    pb.reset()  # the base is not registered: is_model_ready is False, load_model is asked for it and fails
-    with pytest.raises(pb.TritonError, match="no model avatar_base"):
-        _user(user_packages["user-a"])
+def test_user_model_loads_the_base_from_override_files_when_it_is_not_ready(triton, user_packages):
+    pb.reset()  # no avatar_base in the repository: the user's model has Triton load it from override files
+    user = _user(user_packages["user-a"])
     assert pb.LOAD_CALLS == [BASE_MODEL_NAME]
+    base = pb._MODELS[BASE_MODEL_NAME]
+    assert base is not triton and base.loaded_adapters() == ["user-a"]
+    assert json.loads(base_config_json())["parameters"]["base_model_dir"] == {"string_value": "/opt/ml/avatar-base"}
+    assert len(_infer(user)) > 100
+    user.finalize()
+    base.finalize()
 
 
 def test_shipped_triton_repository_matches_the_generator():
@@ -147,7 +152,7 @@ def test_shipped_triton_repository_matches_the_generator():
 
     repo = Path(__file__).resolve().parents[3] / "containers" / "avatar" / "triton" / "avatar_base"
     assert (repo / "config.pbtxt").read_text() == base_config_pbtxt()
-    assert "SharedBaseModel as TritonPythonModel" in (repo / "1" / "model.py").read_text()
+    assert (repo / "1" / "model.py").read_text() == BASE_MODEL_PY
 
 
 def test_stamp_base_records_the_identity_the_base_checks(tmp_path, capsys):

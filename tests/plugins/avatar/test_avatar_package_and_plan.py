@@ -13,7 +13,7 @@ import pytest
 from reelforge.avatar.config import AvatarSettings
 from reelforge.avatar.package import PackageError, inspect_package, verify_manifest
 from reelforge.avatar.plan import check_selfies, form_params, model_name, plan_avatar, selfies_from_marker
-from reelforge.stylegan2.jobs import InvalidParamsError
+from reelforge.sagemaker_requests import InvalidParamsError
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 12
 
@@ -34,46 +34,63 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
     return info
 
 
+NAME = "avatar-u-1"
+WEIGHTS = f"{NAME}/1/lora/pytorch_lora_weights.safetensors"
+
+
 def good_members(**manifest_fields) -> list[tuple[tarfile.TarInfo, bytes]]:
-    weights = b"lora" * 100
-    manifest = {"base_model_id": "base", "base_model_revision": "rev", "lora_rank": 8, "steps": 100, "token": "zwx",
-                "files": {"lora.safetensors": hashlib.sha256(weights).hexdigest()}, **manifest_fields}
-    return [(member("lora.safetensors"), weights), (member("manifest.json"), json.dumps(manifest).encode())]
+    """The container's layout: one Triton model folder, the manifest in its version folder."""
+    files = {f"{NAME}/config.pbtxt": b'name: "avatar-u-1"', f"{NAME}/1/model.py": b"# entry", WEIGHTS: b"lora" * 100}
+    manifest = {"model_name": NAME, "base_model_id": "base", "base_model_revision": "rev", "lora_rank": 8,
+                "max_train_steps": 100, "token": "zwx", "lora_weights": WEIGHTS,
+                "files": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, **manifest_fields}
+    return [*((member(n), b) for n, b in files.items()),
+            (member(f"{NAME}/1/manifest.json"), json.dumps(manifest).encode())]
 
 
-EXPECTED = {"base_model_id": "base", "base_model_revision": "rev", "lora_rank": 8, "steps": 100, "token": "zwx"}
+EXPECTED = {"model_name": NAME, "base_model_id": "base", "base_model_revision": "rev", "lora_rank": 8,
+            "max_train_steps": 100, "token": "zwx"}
+
+
+def inspect(members, max_unpacked_bytes: int = 10**6) -> dict:
+    return inspect_package(tar_of(members), model_name=NAME, max_unpacked_bytes=max_unpacked_bytes)
 
 
 def test_a_good_package_passes():
-    found = inspect_package(tar_of(good_members()), max_unpacked_bytes=10**6)
-    assert verify_manifest(found, EXPECTED) == []
+    assert verify_manifest(inspect(good_members()), EXPECTED) == []
 
 
 @pytest.mark.parametrize("bad", [
-    member("/etc/passwd"), member("../escape"), member("a/../../b"),
-    member("link", tarfile.SYMTYPE, "/etc/passwd"), member("hard", tarfile.LNKTYPE, "lora.safetensors"),
-    member("dev", tarfile.CHRTYPE),
-], ids=["absolute", "dotdot", "nested-dotdot", "symlink", "hardlink", "device"])
+    member("/etc/passwd"), member("../escape"), member(f"{NAME}/../../b"),
+    member(f"{NAME}/link", tarfile.SYMTYPE, "/etc/passwd"), member(f"{NAME}/hard", tarfile.LNKTYPE, WEIGHTS),
+    member(f"{NAME}/dev", tarfile.CHRTYPE), member("other-model/1/model.py"),
+], ids=["absolute", "dotdot", "nested-dotdot", "symlink", "hardlink", "device", "outside-the-model"])
 def test_unsafe_members_are_refused(bad):
     with pytest.raises(PackageError):
-        inspect_package(tar_of([*good_members(), (bad, b"x")]), max_unpacked_bytes=10**6)
+        inspect([*good_members(), (bad, b"x")])
 
 
 def test_size_limit_and_missing_manifest():
     with pytest.raises(PackageError, match="unpacks to more than"):
-        inspect_package(tar_of(good_members()), max_unpacked_bytes=100)
-    with pytest.raises(PackageError, match="no manifest.json"):
-        inspect_package(tar_of(good_members()[:1]), max_unpacked_bytes=10**6)
+        inspect(good_members(), max_unpacked_bytes=100)
+    with pytest.raises(PackageError, match=f"no {NAME}/1/manifest.json"):
+        inspect(good_members()[:-1])
     with pytest.raises(PackageError, match="not a readable"):
-        inspect_package(io.BytesIO(b"not a tarball"), max_unpacked_bytes=10**6)
+        inspect_package(io.BytesIO(b"not a tarball"), model_name=NAME, max_unpacked_bytes=10**6)
 
 
-def test_wrong_sha_extra_files_and_another_base_model_are_reported():
-    members = good_members(base_model_revision="other", files={"lora.safetensors": "0" * 64})
-    found = inspect_package(tar_of([*members, (member("stray.bin"), b"?")]), max_unpacked_bytes=10**6)
+def test_wrong_sha_extra_files_missing_triton_files_and_another_base_model_are_reported():
+    members = good_members(base_model_revision="other")
+    manifest = json.loads(members[-1][1])
+    manifest["files"][WEIGHTS] = "0" * 64
+    del manifest["files"][f"{NAME}/config.pbtxt"]
+    members = [m for m in members[:-1] if m[0].name != f"{NAME}/config.pbtxt"]
+    found = inspect([*members, (member(f"{NAME}/stray.bin"), b"?"),
+                     (member(f"{NAME}/1/manifest.json"), json.dumps(manifest).encode())])
     problems = " | ".join(verify_manifest(found, EXPECTED))
-    assert "'lora.safetensors': sha256" in problems
-    assert "files not in the manifest: stray.bin" in problems
+    assert f"'{WEIGHTS}': sha256" in problems
+    assert f"files not in the manifest: {NAME}/stray.bin" in problems
+    assert f"'{NAME}/config.pbtxt' (Triton model files and LoRA weights) is not in the manifest" in problems
     assert "base_model_revision is 'other', expected 'rev'" in problems
 
 
@@ -84,7 +101,8 @@ def settings(**overrides) -> AvatarSettings:
     values.update(min_selfies=2, max_selfies=3, max_selfie_bytes=1000, max_total_bytes=2500, mixed_precision="fp16",
                   artifacts_bucket="art", artifacts_prefix="avatar/", mme_bucket="art", mme_prefix="avatar/mme/",
                   output_bucket="out", output_prefix="avatar/", learning_rate=1e-4, gradient_accumulation_steps=1,
-                  seed=0, processing_volume_gb=30)
+                  seed=0, processing_volume_gb=30, finetune_setup_s=300.0, finetune_class_image_s=4.0,
+                  finetune_step_s=0.9, sample_step_s=0.15, sample_overhead_s=3.0, sample_steps=30)
     return AvatarSettings(**{**values, **overrides})
 
 
@@ -127,7 +145,8 @@ def test_the_request_follows_the_container_contract():
     request = plan["request"]
     assert list(request) == ["job_name", "instance_data_uri", "class_data_uri", "output_s3_uri", "model_name", "token",
                              "class_prompt", "base_model_id", "base_model_revision", "max_train_steps", "lora_rank",
-                             "learning_rate", "gradient_accumulation_steps", "mixed_precision", "seed"]
+                             "learning_rate", "gradient_accumulation_steps", "mixed_precision", "seed",
+                             "num_class_images"]
     assert request["instance_data_uri"] == f"s3://art/avatar/runs/{plan['key']}/crops/"
     assert request["output_s3_uri"] == f"s3://art/avatar/runs/{plan['key']}/model/model.tar.gz"
     assert (request["max_train_steps"], request["lora_rank"], request["class_data_uri"]) == (400, 16, None)
@@ -140,6 +159,7 @@ def test_the_request_follows_the_container_contract():
 @pytest.mark.parametrize("change, reason", [
     ({"user_id": "../x"}, "user_id"), ({"lora_rank": 5}, "lora_rank"), ({"prompt": "no token"}, "prompt"),
     ({"selfies_uri": "s3://in/one.jpg"}, "prefix"), ({"samples": 0}, "samples"), ({"token": "a b"}, "token"),
+    ({"class_images": 0}, "class_images"),
 ])
 def test_bad_forms_are_refused(change, reason):
     with pytest.raises(InvalidParamsError, match=reason):

@@ -9,16 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from reelforge.sagemaker_requests import JOB_NAME_RE, InvalidParamsError, run_key
 from reelforge.stylegan2.config import StyleGAN2Settings
-from reelforge.stylegan2.jobs import (
-    JOB_NAME_RE,
-    METRIC_DEFINITIONS,
-    InvalidParamsError,
-    dataset_fingerprint,
-    plan_training,
-    run_key,
-    training_params,
-)
+from reelforge.stylegan2.jobs import METRIC_DEFINITIONS, dataset_fingerprint, plan_training, training_params
 from reelforge.stylegan2.training_run import dataset_from_events
 
 SETTINGS = StyleGAN2Settings(

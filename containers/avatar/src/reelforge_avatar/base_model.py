@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+from reelforge_avatar import s3io, safe_tar
 from reelforge_avatar.errors import UserError
 
 BASE_DIR_ENV = "REELFORGE_AVATAR_BASE_MODEL_DIR"
+#: The stamped base pipeline folder as a tar (the fine-tune endpoint's model data), for the Triton endpoint.
+BASE_URI_ENV = "REELFORGE_AVATAR_BASE_MODEL_URI"
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 IDENTITY_FILE = "reelforge_base.json"
 #: What production trains and serves on (512 px, epsilon prediction). Train and serve the SAME base.
@@ -45,3 +50,24 @@ def check_same_base(identity: dict[str, str], base_model_id: str, base_model_rev
     if identity != wanted:
         raise UserError(f"base model mismatch: local base is {identity['base_model_id']}@"
                         f"{identity['base_model_revision']}, the LoRA needs {base_model_id}@{base_model_revision}")
+
+
+def fetch_base(folder: Path, uri: str | None = None, *, client=None) -> Path:
+    """``folder`` holding the base pipeline; unless it already does, ``uri`` (``$REELFORGE_AVATAR_BASE_MODEL_URI``,
+    the tar of the stamped pipeline folder) is downloaded and safely unpacked there first."""
+    if (folder / "model_index.json").is_file():
+        return folder
+    uri = uri or os.environ.get(BASE_URI_ENV)
+    if not uri:
+        raise UserError(f"no base pipeline in {folder} and {BASE_URI_ENV} is not set")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".base-", dir=folder.parent) as tmp:
+        archive = s3io.download_file(uri, Path(tmp) / "base.tar.gz", client=client)
+        unpacked = Path(tmp) / "base"
+        safe_tar.extract(archive, unpacked)
+        archive.unlink()
+        read_identity(unpacked)  # a pipeline folder with its identity, or refused before it is used
+        if folder.exists():
+            shutil.rmtree(folder)
+        unpacked.rename(folder)
+    return folder

@@ -32,6 +32,7 @@ class FineTuneRequest:
     gradient_accumulation_steps: int
     mixed_precision: str
     seed: int
+    num_class_images: int
 
     @property
     def instance_prompt(self) -> str:
@@ -45,7 +46,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "job_name": (str,), "instance_data_uri": (str,), "class_data_uri": (str, type(None)), "output_s3_uri": (str,),
     "model_name": (str,), "token": (str,), "class_prompt": (str,), "base_model_id": (str,),
     "base_model_revision": (str,), "max_train_steps": (int,), "lora_rank": (int,), "learning_rate": (float, int),
-    "gradient_accumulation_steps": (int,), "mixed_precision": (str,), "seed": (int,),
+    "gradient_accumulation_steps": (int,), "mixed_precision": (str,), "seed": (int,), "num_class_images": (int,),
 }
 
 
@@ -90,7 +91,7 @@ def parse_request(raw: bytes | str | dict) -> FineTuneRequest:
     if raw["mixed_precision"] not in ("no", "fp16"):
         raise RequestError(f"mixed_precision must be 'no' or 'fp16', not {raw['mixed_precision']!r}")
     for key, low, high in (("max_train_steps", 1, 20000), ("lora_rank", 1, 256),
-                           ("gradient_accumulation_steps", 1, 64)):
+                           ("gradient_accumulation_steps", 1, 64), ("num_class_images", 1, 1000)):
         if not low <= raw[key] <= high:
             raise RequestError(f"{key} must be in [{low}, {high}], not {raw[key]}")
     if not 0 < raw["learning_rate"] < 1:

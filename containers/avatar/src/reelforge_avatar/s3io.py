@@ -42,6 +42,15 @@ def download_prefix(uri: str, target: Path, *, client=None, max_files: int = MAX
     return sorted(paths)
 
 
+def download_file(uri: str, path: Path, *, client=None) -> Path:
+    """One object to ``path``."""
+    client = client or _client()
+    bucket, key = split_uri(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    client.download_file(bucket, key, str(path))
+    return path
+
+
 def upload_atomic(path: Path, uri: str, *, client=None) -> str:
     """Upload ``path`` to a temporary key beside ``uri``, copy it to ``uri`` and delete the temporary key."""
     client = client or _client()

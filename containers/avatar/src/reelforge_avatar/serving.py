@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from reelforge_avatar.training import TrainConfig, train_lora
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+#: Denoising steps of each prior-preservation image the service generates (when the request brings none).
+CLASS_STEPS_ENV = "REELFORGE_AVATAR_CLASS_STEPS"
 
 
 @dataclass
@@ -37,14 +40,14 @@ class ServiceContext:
     identity: dict[str, str]
     work_root: Path | None = None
     s3_client: Any = None
-    num_class_images: int = 100
     class_inference_steps: int = 25
 
 
 def model_fn(model_dir: str, context: Any = None) -> ServiceContext:
     """The base model folder (``$REELFORGE_AVATAR_BASE_MODEL_DIR`` or the SageMaker model dir)."""
     folder = base_dir(model_dir)
-    return ServiceContext(base_dir=folder, identity=read_identity(folder))
+    return ServiceContext(base_dir=folder, identity=read_identity(folder),
+                          class_inference_steps=int(os.environ.get(CLASS_STEPS_ENV, "25")))
 
 
 def input_fn(request_body: bytes | str, request_content_type: str = JSON, context: Any = None) -> FineTuneRequest:
@@ -69,7 +72,7 @@ def predict_fn(request: FineTuneRequest, service: ServiceContext, context: Any =
             instance_prompt=request.instance_prompt, class_prompt=request.class_prompt,
             max_train_steps=request.max_train_steps, learning_rate=request.learning_rate,
             lora_rank=request.lora_rank, gradient_accumulation_steps=request.gradient_accumulation_steps,
-            mixed_precision=request.mixed_precision, seed=request.seed, num_class_images=service.num_class_images,
+            mixed_precision=request.mixed_precision, seed=request.seed, num_class_images=request.num_class_images,
             class_inference_steps=service.class_inference_steps)
         weights = train_lora(service.base_dir, instance_dir, class_dir, work / "lora", config, work_dir=work)
         manifest = build_model_dir(work / "package", model_name=request.model_name, lora_weights=weights,

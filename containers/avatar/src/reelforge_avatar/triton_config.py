@@ -36,3 +36,27 @@ def base_config_pbtxt() -> str:
             + _IO.replace("{extra}", _BASE_EXTRA).replace("{prompt_optional}", " optional: true")
             + 'instance_group [ { kind: KIND_GPU count: 1 } ]\n'
             + 'parameters [ { key: "base_model_dir" value: { string_value: "/opt/ml/avatar-base" } } ]\n')
+
+
+#: ``avatar_base/1/model.py``: the shared base's Python-backend entry (also shipped in ``triton/avatar_base``).
+BASE_MODEL_PY = '''"""Triton Python-backend entry of the shared avatar base pipeline (one instance per GPU)."""
+
+from reelforge_avatar.triton_models import SharedBaseModel as TritonPythonModel  # noqa: F401
+'''
+
+_IO_JSON = [("PROMPT", "TYPE_STRING"), ("NEGATIVE_PROMPT", "TYPE_STRING"), ("SEED", "TYPE_INT64"),
+            ("STEPS", "TYPE_INT32"), ("GUIDANCE", "TYPE_FP32"), ("ADAPTER_NAME", "TYPE_STRING"),
+            ("ADAPTER_DIR", "TYPE_STRING"), ("ACTION", "TYPE_STRING")]
+
+
+def base_config_json(base_model_dir: str = "/opt/ml/avatar-base") -> str:
+    """``base_config_pbtxt`` as the JSON model configuration Triton's load API takes with override files."""
+    import json
+
+    return json.dumps({
+        "name": BASE_MODEL_NAME, "backend": "python", "max_batch_size": 0,
+        "input": [{"name": n, "data_type": t, "dims": [1], "optional": True} for n, t in _IO_JSON],
+        "output": [{"name": "IMAGE_PNG", "data_type": "TYPE_STRING", "dims": [1]}],
+        "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+        "parameters": {"base_model_dir": {"string_value": base_model_dir}},
+    })

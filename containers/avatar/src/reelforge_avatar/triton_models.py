@@ -6,6 +6,12 @@ loads, activates and deletes LoRA adapters by name (``load_lora_weights(adapter_
 ``delete_adapters``); each user's model (:class:`UserLoraModel`, from that user's ``model.tar.gz``) is a light
 forwarder that registers its adapter at ``initialize``, sends its requests there (BLS) and removes the adapter
 at ``finalize``. The base refuses an adapter whose manifest names another base id or revision.
+
+How the base reaches the endpoint: the first user model on an instance asks Triton to load ``avatar_base``
+with its configuration and ``1/model.py`` as override files (``pb_utils.load_model(…, files=…)``), and the
+base's ``initialize`` fetches the pipeline from ``$REELFORGE_AVATAR_BASE_MODEL_URI`` (the same tar the fine-tune
+endpoint gets as its model data) into ``$REELFORGE_AVATAR_BASE_MODEL_DIR`` unless a pipeline is already there.
+A user's request carries its package folder, so a base that was reloaded re-registers lost adapters.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reelforge_avatar.base_model import BASE_DIR_ENV, check_same_base, read_identity
+from reelforge_avatar.base_model import BASE_DIR_ENV, check_same_base, fetch_base, read_identity
 from reelforge_avatar.package import verify_model_dir
-from reelforge_avatar.triton_config import BASE_MODEL_NAME
+from reelforge_avatar.triton_config import BASE_MODEL_NAME, BASE_MODEL_PY, base_config_json
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,8 @@ class SharedBaseModel:
 
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
-        self.base_dir = Path(os.environ.get(BASE_DIR_ENV) or params.get("base_model_dir") or "/opt/ml/avatar-base")
+        self.base_dir = fetch_base(Path(os.environ.get(BASE_DIR_ENV) or params.get("base_model_dir")
+                                        or "/opt/ml/avatar-base"))
         self.identity = read_identity(self.base_dir)
         self.max_adapters = int(os.environ.get(MAX_ADAPTERS_ENV, "32"))
         cuda = torch.cuda.is_available() and args.get("model_instance_kind", "GPU") == "GPU"
@@ -180,8 +187,11 @@ class UserLoraModel:
         self.version_dir = Path(self.model_dir) / str(args.get("model_version") or "1")
         self.manifest = verify_model_dir(Path(self.model_dir))
         self.name = self.manifest["model_name"]
-        if hasattr(pb, "is_model_ready") and not pb.is_model_ready(BASE_MODEL_NAME):
-            pb.load_model(BASE_MODEL_NAME)
+        if not pb.is_model_ready(BASE_MODEL_NAME):
+            # The base is no TargetModel: the MME's repository holds only users' packages. Triton's load API
+            # with override files puts it there (explicit model control, as SageMaker's MME runs Triton).
+            pb.load_model(BASE_MODEL_NAME, config=base_config_json(),
+                          files={"file:1/model.py": BASE_MODEL_PY.encode()})
         _bls([_str_tensor("ACTION", "load"), _str_tensor("ADAPTER_NAME", self.name),
               _str_tensor("ADAPTER_DIR", self.model_dir)], [])
 
