@@ -33,7 +33,8 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from reelforge.settings import SR_DAG_ID, sr_reconcile_interval
+from reelforge import dag_defaults
+from reelforge.settings import SR_DAG_ID, SR_TOPIC_VARIABLE, sr_reconcile_interval
 
 with DAG(
     dag_id="video_sr_reconciler",
@@ -46,7 +47,10 @@ with DAG(
     is_paused_upon_creation=False,
     dagrun_timeout=timedelta(minutes=30),
     tags=["reelforge", "super-resolution"],
-    default_args={"owner": "media-platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_defaults.default_args(
+        owner="media-platform", retries=2, retry_seconds=30, max_retry_delay=timedelta(minutes=5),
+        topic_variable=SR_TOPIC_VARIABLE, event="sr_reconcile_failed", title="ReelForge SR reconciler failed",
+    ),
 ) as dag:
 
     @task

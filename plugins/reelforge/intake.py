@@ -9,8 +9,9 @@ No single notification path can promise that an upload is processed.
 How: the first task of every run records the object version it picked up, whatever it then decides
 (claim, skip, refuse), as a small ledger object. A scheduled reconciler lists the ingest prefix,
 and starts one run, with a run id derived from the object version (a second create is a no-op), for
-every version that has no ledger entry some minutes after it landed. Claims (``sr/claims.py``)
-still decide which run does the work, so the notification and the reconciler can race harmlessly.
+every version that has no ledger entry some minutes after it landed. Claims (``sr/claims.py``; for the
+training workflows ``upload_watch.py``) still decide which run does the work, so the notification and
+the reconciler can race harmlessly.
 """
 
 from __future__ import annotations
@@ -35,9 +36,23 @@ def version_digest(obj: S3Object) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def reconcile_run_id(obj: S3Object) -> str:
+def upload_digest(obj: S3Object) -> str:
+    """32 hex chars naming one object version: bucket, key and version id (ETag in an unversioned bucket).
+
+    For uploads whose content says nothing (an empty ``_READY`` marker has the same ETag every time),
+    only the version id tells a second upload of the same key from the first.
+    """
+    identity = json.dumps([obj.bucket, obj.key, obj.version_id or "", "" if obj.version_id else obj.etag or ""],
+                          separators=(",", ":"))
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+Digest = Callable[[S3Object], str]
+
+
+def reconcile_run_id(obj: S3Object, digest: Digest = version_digest) -> str:
     """The run id the reconciler gives an upload: the same on every pass, so a second trigger is a no-op."""
-    return f"reconcile__{version_digest(obj)[:24]}"
+    return f"reconcile__{digest(obj)[:24]}"
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,13 @@ class Ledger:
 
     bucket: str
     prefix: str
+    digest: Digest = version_digest
+    #: look entries up with a one-key LIST (``s3:ListBucket`` scoped to the prefix) rather than a HEAD,
+    #: which answers 403, not 404, for a missing key unless the role may list the whole bucket
+    by_listing: bool = False
 
     def key(self, obj: S3Object) -> str:
-        return f"{self.prefix.rstrip('/')}/{version_digest(obj)}.json"
+        return f"{self.prefix.rstrip('/')}/{self.digest(obj)}.json"
 
     def record(self, s3_client: Any, obj: S3Object, run_id: str) -> None:
         """Note that ``run_id`` picked ``obj`` up (idempotent; a later run of the same version overwrites)."""
@@ -58,7 +77,11 @@ class Ledger:
                              ContentType="application/json")
 
     def has(self, s3_client: Any, obj: S3Object) -> bool:
-        return object_exists(s3_client, self.bucket, self.key(obj))
+        key = self.key(obj)
+        if not self.by_listing:
+            return object_exists(s3_client, self.bucket, key)
+        listed = s3_client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+        return any(item["Key"] == key for item in listed)
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,21 @@ def listed_objects(s3_client: Any, bucket: str, prefix: str) -> Iterator[tuple[S
             yield S3Object(bucket, item["Key"], etag=etag, size=item.get("Size")), item["LastModified"]
 
 
+def listed_versions(s3_client: Any, bucket: str, prefix: str) -> Iterator[tuple[S3Object, datetime]]:
+    """The latest version of every object under ``prefix`` (version id and ETag), with its LastModified.
+
+    Delete markers and older versions are left out; an unversioned bucket's version id (``null``) is ``None``.
+    """
+    for page in s3_client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Versions", []):
+            if not item.get("IsLatest"):
+                continue
+            version = item.get("VersionId")
+            yield S3Object(bucket, item["Key"], version_id=None if version in (None, "null") else version,
+                           etag=str(item.get("ETag", "")).strip('"') or None, size=item.get("Size")), \
+                item["LastModified"]
+
+
 def unhandled_uploads(
     s3_client: Any,
     *,
@@ -97,21 +135,28 @@ def unhandled_uploads(
     ledger: Ledger,
     window: Window,
     accept: Callable[[S3Object], str | None],
+    versions: bool = False,
 ) -> list[S3Object]:
     """Uploads in ``window`` that no run has picked up, oldest first.
 
     ``accept`` returns ``None`` for an object the workflow would process, else why not (a wrong
     extension, a key the workflow refuses): those are left alone, as no run could do anything with them.
+    ``versions``: list version ids too (for ledgers keyed by :func:`upload_digest`).
     """
     found: list[tuple[datetime, S3Object]] = []
-    for obj, modified in listed_objects(s3_client, bucket, prefix):
+    left_alone = 0
+    listing = listed_versions if versions else listed_objects
+    for obj, modified in listing(s3_client, bucket, prefix):
         if not window.start <= modified < window.end:
             continue
         if (why := accept(obj)) is not None:
-            log.info("not reconciling %s: %s", obj.uri, why)
+            log.debug("not reconciling %s: %s", obj.uri, why)
+            left_alone += 1
             continue
         if not ledger.has(s3_client, obj):
             found.append((modified, obj))
+    if left_alone:
+        log.info("left %d object(s) in the window alone: no run would process them", left_alone)
     found.sort(key=lambda pair: pair[0])
     return [obj for _, obj in found]
 

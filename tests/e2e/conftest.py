@@ -14,6 +14,7 @@ from airflow_local import LocalAirflow
 
 ROOT = Path(__file__).resolve().parents[2]
 RECONCILER = "video_sr_reconciler"
+UPLOAD_RECONCILERS = ("stylegan2_upload_reconciler", "avatar_upload_reconciler", "animate_anyone_upload_reconciler")
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +31,22 @@ def airflow() -> Iterator[LocalAirflow]:
     os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS", "20")
     # At max_active_runs (a burst) uploads wait this long before the reconciler steps in (1 h in production).
     os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_BACKLOG_GRACE_SECONDS", "300")
+    # The training workflows' upload reconcilers (paused below; tests/e2e/test_upload_reconcilers.py unpauses
+    # them) list every 15 s with a 5 s grace and look 10 min back, under prefixes of their test's own, so
+    # that no other test's upload starts a run there.
+    os.environ.setdefault("REELFORGE_UPLOAD_RECONCILE_SECONDS", "15")
+    for name in ("STYLEGAN2", "AVATAR", "ANIMATE_ANYONE"):
+        os.environ.setdefault(f"AIRFLOW_VAR_REELFORGE_{name}_RECONCILE_GRACE_SECONDS", "5")
+        os.environ.setdefault(f"AIRFLOW_VAR_REELFORGE_{name}_RECONCILE_OVERLAP_SECONDS", "600")
+    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_STYLEGAN2_DATASET_PREFIX", "stylegan2/datasets/reconcile-e2e/")
+    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_PREFIX",
+                          "animate-anyone/manifests/reconcile-e2e/")
     instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
     instance.start()
     try:
-        instance.wait_for_dag(RECONCILER)
-        instance.pause(RECONCILER)
+        for dag_id in (RECONCILER, *UPLOAD_RECONCILERS):  # on by default; tests that use one unpause it
+            instance.wait_for_dag(dag_id)
+            instance.pause(dag_id)
         yield instance
     finally:
         instance.stop()

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reelforge import upload_watch
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads
 from reelforge.settings import AWS_CONN_ID, SR_MAX_ACTIVE_RUNS, SRSettings, setting, sr_settings
 from reelforge.storage import InvalidSourceError, S3Object, source_extension, validate_key
@@ -38,9 +39,10 @@ def grace_period(settings: SRSettings, *, active_runs: int, busy_at: datetime | 
     applies instead, and a notification's run is not raced by a duplicate that would only skip at
     the claim. Events stranded under a steady backlog are still recovered after the backlog grace.
     """
-    grace = timedelta(seconds=settings.reconcile_grace_seconds)
-    busy = active_runs >= SR_MAX_ACTIVE_RUNS or (busy_at is not None and now - busy_at < grace)
-    return max(grace, timedelta(seconds=settings.reconcile_backlog_grace_seconds)) if busy else grace
+    return upload_watch.grace_period(grace=timedelta(seconds=settings.reconcile_grace_seconds),
+                                     backlog_grace=timedelta(seconds=settings.reconcile_backlog_grace_seconds),
+                                     active_runs=active_runs, max_active_runs=SR_MAX_ACTIVE_RUNS,
+                                     busy_at=busy_at, now=now)
 
 
 def find_unhandled(s3_client: Any, settings: SRSettings, watermark: datetime | None,
@@ -83,10 +85,4 @@ def reconcile_pass(active_runs: int) -> dict[str, Any]:
 
 def commit_watermark(value: str) -> None:
     """Advance the watermark once every run of the pass exists (never moves it back)."""
-    from airflow.sdk import Variable
-
-    new = parse_watermark(value)
-    old = parse_watermark(setting(WATERMARK_VARIABLE, ""))
-    if new and (old is None or new > old):
-        Variable.set(WATERMARK_VARIABLE, new.isoformat())
-        log.info("watermark %s → %s", old, new)
+    upload_watch.commit_watermark(WATERMARK_VARIABLE, value)
