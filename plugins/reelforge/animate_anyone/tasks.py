@@ -34,7 +34,9 @@ from reelforge.storage import InvalidSourceError
 
 log = logging.getLogger(__name__)
 STAGE1_MODULES = ("denoising_unet", "reference_unet", "pose_guider")
-PAYLOADS = ("animate-anyone", "smoke")
+#: animate-anyone: Moore's trainers on the GPUs; smoke: a tiny PyTorch job with Moore's conventions;
+#: moore-cpu: Moore's real trainers on one CPU process per node, tiny random models (reelforge_aa.moore_cpu).
+PAYLOADS = ("animate-anyone", "smoke", "moore-cpu")
 
 
 def _s3_client() -> Any:
@@ -59,10 +61,14 @@ def _fail(message: str) -> Exception:
 
 
 def stage_manifest(*, params: dict[str, Any], dag_id: str, run_id: str, events: Any,
-                   conn_id: str = HYPERPOD_CONN_ID) -> dict[str, Any]:
-    """Resolve the manifest (form or S3 notification), pin its version, validate, copy to the cluster."""
+                   conn_id: str = HYPERPOD_CONN_ID, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the manifest (form or S3 notification), pin its version, validate, copy to the cluster.
+
+    A run the upload reconciler started reads the version it claimed (``conf``), not a newer one.
+    """
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from reelforge.upload_watch import upload_from_conf
     from reelforge.uploads import further_sources, hand_back, head_source, resolve_source
 
     settings = aa_settings()
@@ -74,6 +80,9 @@ def stage_manifest(*, params: dict[str, Any], dag_id: str, run_id: str, events: 
         source = resolve_source(params.get("manifest_uri"), events)
         if source is None:
             raise AirflowSkipException("the notification names no object (e.g. s3:TestEvent): nothing to do")
+        claimed = upload_from_conf(conf)
+        if claimed and claimed.uri == source.uri and claimed.version_id:
+            source = claimed
         s3 = _s3_client()
         source = head_source(s3, source, settings.max_manifest_bytes)
         kwargs = {"Bucket": source.bucket, "Key": source.key}
@@ -101,12 +110,12 @@ def stage_manifest(*, params: dict[str, Any], dag_id: str, run_id: str, events: 
 
 
 def _common_env(settings: AASettings, payload: str) -> dict[str, str]:
-    smoke = payload == "smoke"
+    smoke, cpu = payload == "smoke", payload != "animate-anyone"
     return {
         "AA_PAYLOAD": payload,
-        "AA_LAUNCHER": "torchrun" if smoke else settings.launcher,
-        "AA_GPUS_PER_NODE": "1" if smoke else str(settings.gpus_per_node),
-        "AA_DEEPSPEED_CONFIG": "" if smoke else settings.deepspeed_config,
+        "AA_LAUNCHER": "torchrun" if smoke else "accelerate" if cpu else settings.launcher,
+        "AA_GPUS_PER_NODE": "1" if cpu else str(settings.gpus_per_node),
+        "AA_DEEPSPEED_CONFIG": "" if cpu else settings.deepspeed_config,
         "AA_VENV": settings.venv,
         "AA_IMAGE": settings.container_image,
         "AA_CONTAINER_MOUNTS": settings.container_mounts,
@@ -151,6 +160,9 @@ def plan_sweep(*, staged: dict[str, Any], params: dict[str, Any], dag_id: str, r
     except SweepError as err:
         raise _fail(str(err)) from err
     nodes = _nodes(params.get("nodes", 1), settings, "nodes")
+    if payload == "moore-cpu" and (nodes != 1 or int(params.get("stage2_nodes") or 1) != 1):
+        # accelerate would be asked for --multi_gpu; the CPU payload is one process on one node.
+        raise _fail("payload moore-cpu runs on one node: nodes and stage2_nodes must be 1")
     tid = staged["training_id"]
     output_dir = posixpath.join(staged["root"], "stage1")
     jobs = []

@@ -4,6 +4,9 @@
   ``containers/animate_anyone/requirements-cluster.txt`` and the ``reelforge-animate-anyone``
   package (glue + smoke payload), reinstalled whenever its sources change. What the container image
   is on HyperPod.
+* ``/opt/Moore-AnimateAnyone`` (``REELFORGE_AA_CODE_DIR``; the image's path and the default of
+  ``reelforge_animate_anyone_code_dir``): the pinned snapshot from ``../shared/upstream/``, patched by
+  ``patches/patch_moore.py`` as the image build does. The ``moore-cpu`` payload runs it.
 * An MLflow tracking server on 127.0.0.1:5055 (SQLite store under the stack's state dir), the local
   stand-in for SageMaker managed MLflow. Reused when already running.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +35,9 @@ VENV = Path(os.environ.get("REELFORGE_AA_VENV", "/opt/reelforge/animate-anyone-v
 STATE = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
 MLFLOW_PORT = 5055
 MLFLOW_URL = f"http://127.0.0.1:{MLFLOW_PORT}"
+CODE_DIR = Path(os.environ.get("REELFORGE_AA_CODE_DIR", "/opt/Moore-AnimateAnyone"))
+UPSTREAM = Path(os.environ.get("REELFORGE_UPSTREAM_DIR", ROOT.parent / "shared" / "upstream"))
+MOORE_TARBALL = UPSTREAM / "Moore-AnimateAnyone-980bf97.tar.gz"  # the commit the Dockerfile pins
 PYTHON = "/usr/bin/python3"  # the cluster user cannot read a pyenv Python under /root
 
 
@@ -41,7 +48,7 @@ def _tree_hash(*paths: Path) -> str:
         for path in files:
             if "egg-info" in path.parts or "__pycache__" in path.parts or path.parent.name == "build":
                 continue
-            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -77,6 +84,52 @@ def ensure_venv() -> Path:
             stamp.write_text(want)
         subprocess.run(["chmod", "-R", "a+rX", str(VENV)], check=True)
     return VENV
+
+
+def ensure_moore() -> Path:
+    """Unpack and patch the pinned Moore-AnimateAnyone snapshot at :data:`CODE_DIR` (redone when either changes)."""
+    if not MOORE_TARBALL.is_file():
+        raise FileNotFoundError(f"pinned Moore-AnimateAnyone snapshot not found: {MOORE_TARBALL}")
+    want = _tree_hash(MOORE_TARBALL, PKG / "patches" / "patch_moore.py")
+    stamp = CODE_DIR / ".reelforge-stamp"
+    CODE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(CODE_DIR.parent / ".moore-animate-anyone.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == want:
+            return CODE_DIR
+        staging = CODE_DIR.with_name(CODE_DIR.name + f".staging-{os.getpid()}")
+        subprocess.run(["rm", "-rf", str(staging)], check=True)
+        staging.mkdir()
+        subprocess.run(["tar", "-xzf", str(MOORE_TARBALL), "--strip-components=1", "-C", str(staging)], check=True)
+        subprocess.run([PYTHON, str(PKG / "patches" / "patch_moore.py"), str(staging)], check=True,
+                       stdout=subprocess.DEVNULL)
+        (staging / ".reelforge-stamp").write_text(want)
+        subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
+        subprocess.run(["rm", "-rf", str(CODE_DIR)], check=True)
+        staging.rename(CODE_DIR)
+    return CODE_DIR
+
+
+def make_clips(data: Path, count: int, frames: int = 8) -> Path:
+    """``count`` video/pose clip pairs (same frame count, as Moore's datasets assert) and our manifest.
+
+    Widths are multiples of 16: decord 0.6.0 returns 4 channels for a 72-pixel-wide clip.
+    """
+    data.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(count):
+        entry = {}
+        for field, source in (("video_path", "testsrc"), ("kps_path", "testsrc2")):
+            path = data / f"{i:03d}{'_kps' if field == 'kps_path' else ''}.mp4"
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                            f"{source}=size=96x128:rate=8", "-frames:v", str(frames), "-pix_fmt", "yuv420p",
+                            "-c:v", "libx264", str(path)], check=True)
+            entry[field] = str(path)
+        entries.append(entry)
+    manifest = data / "manifest.json"
+    manifest.write_text(json.dumps(entries))
+    subprocess.run(["chmod", "-R", "a+rX", str(data)], check=True)  # the cluster user reads them
+    return manifest
 
 
 def mlflow_healthy(url: str = MLFLOW_URL) -> bool:
@@ -125,6 +178,7 @@ def mlflow_server(timeout: float = 120) -> Iterator[str]:
 
 if __name__ == "__main__":
     print(ensure_venv())
+    print(ensure_moore())
     if "--server" in sys.argv:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on TERM too
         signal.signal(signal.SIGINT, lambda *_: sys.exit(0))

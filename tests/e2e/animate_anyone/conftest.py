@@ -59,10 +59,11 @@ if os.environ.get("REELFORGE_AA_PRIVATE_AIRFLOW_PORT"):
 
 @pytest.fixture(scope="session")
 def aa_cluster():
-    """The venv the AnimateAnyone jobs run with and the MLflow tracking server they log to."""
-    from tests.e2e.animate_anyone.cluster_env import ensure_venv, mlflow_server
+    """The venv and Moore code the AnimateAnyone jobs run with and the MLflow tracking server they log to."""
+    from tests.e2e.animate_anyone.cluster_env import ensure_moore, ensure_venv, mlflow_server
 
     ensure_venv()
+    ensure_moore()
     with mlflow_server() as url:
         yield url
 

@@ -24,7 +24,19 @@ ENTRY = {
     ("smoke", "stage2"): ("module", "reelforge_aa_smoke.train"),
     ("animate-anyone", "stage1"): ("script", "train_stage_1.py"),
     ("animate-anyone", "stage2"): ("script", "train_stage_2.py"),
+    # Moore's real trainers on a CPU with tiny random models (reelforge_aa.moore_cpu).
+    ("moore-cpu", "stage1"): ("module", "reelforge_aa.moore_cpu"),
+    ("moore-cpu", "stage2"): ("module", "reelforge_aa.moore_cpu"),
 }
+MOORE_CPU = "moore-cpu"
+
+
+def payload_overrides(payload: str, stage: str) -> dict[str, Any]:
+    """What a payload sets before the run's overrides: ``moore-cpu`` switches CUDA-only features off."""
+    if payload != MOORE_CPU:
+        return {}
+    data = json.loads(config.template_path(stage).with_name("moore_cpu.json").read_text())
+    return data[stage]
 
 
 def save_dir(env: Mapping[str, str]) -> Path:
@@ -40,9 +52,13 @@ def resume_point(run_dir: Path, node_rank: int) -> tuple[int, Path] | None:
 
 def variables(env: Mapping[str, str], run_dir: Path, newest: tuple[int, Path] | None) -> dict[str, Any]:
     stage = env["AA_STAGE"]
+    model_dir = env.get("AA_MODEL_DIR", "/fsx/models/animate-anyone")
+    if env.get("AA_PAYLOAD") == MOORE_CPU:
+        # Tiny random models of this training (both stages), never the deployment's real weights.
+        model_dir = str(Path(env["AA_OUTPUT_DIR"]).parent / "tiny-models")
     out: dict[str, Any] = {
         "AA_MANIFEST": env["AA_MANIFEST"],
-        "AA_MODEL_DIR": env.get("AA_MODEL_DIR", "/fsx/models/animate-anyone"),
+        "AA_MODEL_DIR": model_dir,
         "AA_SEED": int(env.get("AA_SEED", "12580")),
         "AA_RESUME_FROM": str(run_dir) if newest else "",
         "AA_EXP_NAME": env["AA_EXP_NAME"],
@@ -102,7 +118,8 @@ def prepare(env: Mapping[str, str]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = int(env.get("SLURM_NODEID", "0"))
     newest = resume_point(run_dir, rank)
-    overrides = json.loads(env.get("AA_OVERRIDES") or "{}")
+    overrides = {**payload_overrides(env.get("AA_PAYLOAD", "animate-anyone"), env["AA_STAGE"]),
+                 **json.loads(env.get("AA_OVERRIDES") or "{}")}
     template = env.get("AA_CONFIG_TEMPLATE") or str(config.template_path(env["AA_STAGE"]))
     rendered = config.render(template, variables(env, run_dir, newest), overrides)
     meta = run_dir / ".reelforge"
