@@ -116,7 +116,9 @@ def phase_worker(src: Path, threads: int, model: str, precision: str, work: Path
     from reelforge_sr.plan import PlanSettings, build_plan, write_plan
     from reelforge_sr.segment import run_segment
 
-    plan = build_plan(src, work, PlanSettings(model=model, segment_seconds=1e6, codec=codec))
+    # every frame through the model, as in the other phases: the pipeline's own cost, not held-frame savings
+    plan = build_plan(src, work, PlanSettings(model=model, segment_seconds=1e6, codec=codec, reuse_held="off",
+                                              ivtc="off"))
     write_plan(plan, work)
     start = time.perf_counter()
     record = run_segment(work, 0, model_dir=str(model_dir()), threads=threads, precision=precision,

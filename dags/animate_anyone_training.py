@@ -2,12 +2,14 @@
 ### AnimateAnyone training on SageMaker HyperPod (staged, swept, tracked, resumable)
 
 **Owner:** ml-platform · **Trigger:** a new training-data manifest in S3 (S3 → SQS notification →
-asset watcher, when `REELFORGE_AA_MANIFEST_QUEUE_URL` is set) or the form below. **Runs on:** the
-HyperPod cluster's Slurm behind the `hyperpod_ssh` connection (SSH through an SSM `ProxyCommand`;
+asset watcher, when `REELFORGE_AA_MANIFEST_QUEUE_URL` is set; without notifications,
+`animate_anyone_upload_reconciler` starts one run per manifest version) or the form below. **Runs on:**
+the HyperPod cluster's Slurm behind the `hyperpod_ssh` connection (SSH through an SSM `ProxyCommand`;
 see `include/cluster/hyperpod/README.md`). Airflow only stages, submits, watches and decides.
 
 | step | where | what |
 |---|---|---|
+| `claim_upload` | Airflow | an upload's run: record its version in the intake ledger and claim it (duplicates skip) |
 | `stage_manifest` | Airflow | pin the manifest's S3 version, validate it, copy it to shared storage |
 | `plan_sweep` | Airflow | expand the sweep grid: one run dir / MLflow run key per point |
 | `stage1` | Slurm, mapped: a job per sweep point | stage 1 (denoising UNet + ReferenceNet), `--nodes` each |
@@ -35,16 +37,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import (
     DAG,
-    Asset,
-    AssetWatcher,
     Param,
     task,
 )
 
+from reelforge import dag_defaults
 from reelforge.animate_anyone.settings import (
     TOPIC_VARIABLE,
     aa_deadline,
@@ -53,51 +53,27 @@ from reelforge.animate_anyone.settings import (
 )
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
-from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, retry_delay, variable_template
+from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, variable_template
+from reelforge.upload_watch import claim_upload_task
+from reelforge.watches import ANIMATE_ANYONE
 
 TOPIC_ARN = variable_template(TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 POLL = aa_poll_interval()
 
 
-def _manifest_schedule() -> list[Asset] | None:
-    """Event-driven when the manifest queue is configured; otherwise manual."""
-    queue_url = aa_manifest_queue_url()
-    if not queue_url:
-        return None
-    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
-
-    trigger = MessageQueueTrigger(
-        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=5
-    )
-    return [Asset("reelforge-animate-anyone-manifests", watchers=[AssetWatcher(name="aa_manifest_queue",
-                                                                               trigger=trigger)])]
-
-
-default_args = {
-    "owner": "ml-platform",
-    "retries": 3,
-    "retry_delay": retry_delay(60),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN,
-        subject="ReelForge AnimateAnyone failed: {{ dag_run.run_id[:50] }}",
-        message=(
-            '{"event": "animate_anyone_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"task_id": "{{ ti.task_id }}", "map_index": {{ ti.map_index }}, "try_number": {{ ti.try_number }}, '
-            '"reason": {{ (exception | string) | tojson }}}'
-        ),
-        message_attributes={"event": "animate_anyone_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="ml-platform", retries=3, retry_seconds=60, max_retry_delay=timedelta(minutes=30),
+    topic_variable=TOPIC_VARIABLE, event="animate_anyone_failed", title="ReelForge AnimateAnyone failed",
+)
 
 with DAG(
     dag_id="animate_anyone_training",
     description="AnimateAnyone stage 1 sweep → best run by MLflow metric → stage 2 → S3, on HyperPod Slurm.",
     doc_md=__doc__,
-    schedule=_manifest_schedule(),
+    # event-driven when the manifest queue is configured; else the upload reconciler or the form
+    schedule=dag_defaults.queue_schedule("reelforge-animate-anyone-manifests", "aa_manifest_queue",
+                                         aa_manifest_queue_url(), waiter_delay=5),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
@@ -108,8 +84,8 @@ with DAG(
                             topic_variable=TOPIC_VARIABLE),
     params={
         "manifest_uri": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Training-data manifest",
             description="s3://bucket/key of the JSON manifest (Moore-AnimateAnyone meta format: a list of "
             "{video_path, kps_path}). Leave empty for runs started by an upload.",
@@ -142,22 +118,26 @@ with DAG(
                                 description="min: lowest value wins (losses); max: highest wins."),
         "payload": Param(
             "animate-anyone",
-            enum=["animate-anyone", "smoke"],
+            enum=["animate-anyone", "smoke", "moore-cpu"],
             title="Payload",
             description="animate-anyone: Moore-AnimateAnyone's train_stage_1/2.py in the image. smoke: a tiny "
-            "PyTorch job with the same conventions (checks the cluster path in seconds).",
+            "PyTorch job with the same conventions (checks the cluster path in seconds). moore-cpu: Moore's real "
+            "trainers on CPU nodes with tiny random models (checks the real code path without GPUs or weights).",
         ),
     },
 ) as dag:
+
 
     @task(multiple_outputs=True)
     def stage_manifest(params: dict, dag_run=None, triggering_asset_events=None) -> dict:
         """Pin, validate and copy the training-data manifest to shared storage."""
         from reelforge.animate_anyone.tasks import stage_manifest as body
 
-        return body(params=params, dag_id=dag_run.dag_id, run_id=dag_run.run_id, events=triggering_asset_events)
+        return body(params=params, dag_id=dag_run.dag_id, run_id=dag_run.run_id, events=triggering_asset_events,
+                    conf=dag_run.conf)
 
     staged = stage_manifest()
+    claim_upload_task(ANIMATE_ANYONE)() >> staged
 
     @task
     def plan_sweep(staged: dict, params: dict, dag_run=None) -> list:

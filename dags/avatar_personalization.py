@@ -3,18 +3,20 @@
 
 **Owner:** ml-platform · **Trigger:** the form below, or an upload of a selfie set: photos under
 `s3://<ingest>/avatar/incoming/<user id>/<set>/` followed by a `_READY` marker (S3 → SQS → asset
-watcher, when `REELFORGE_AVATAR_SELFIE_QUEUE_URL` is set). **Runs on:** SageMaker (container
+watcher, when `REELFORGE_AVATAR_SELFIE_QUEUE_URL` is set; without notifications, `avatar_upload_reconciler`
+starts one run per marker version). **Runs on:** SageMaker (container
 `containers/avatar`): a processing job and the async fine-tune endpoint; samples on the Triton MME.
 The endpoints themselves are kept by the `avatar_endpoints` DAG.
 
 | step | where | what |
 |---|---|---|
+| `claim_upload` | Airflow | an upload's run: record the marker's version in the intake ledger, claim it |
 | `plan` | Airflow | check the form and every selfie (keys, image signatures, count, sizes) at once; names |
 | `preprocess` | SageMaker processing | `reelforge-avatar preprocess`: face crops under the run's `crops/` |
 | `fine_tune` | SageMaker async endpoint | `finetune/request.json` → `model/model.tar.gz` (deferred) |
 | `verify_package` | Airflow | safe tar members, `manifest.json` sha256s, base model id/revision = the serving base |
 | `register_model` | S3 | copy to the MME's model prefix as `<model_name>.tar.gz` |
-| `generate_samples` | SageMaker MME | warm-up, then N avatars (`TargetModel=<model_name>.tar.gz`) → S3 |
+| `generate_samples` | SageMaker MME | warm-up, then N avatars (KServe v2, `TargetModel=<model_name>.tar.gz`) → S3 |
 | `notify_user` | SNS | the user topic: model name and links to the avatars |
 
 **Outputs:** `s3://<artifacts>/avatar/runs/<key>/` (`crops/`, `finetune/request.json`,
@@ -34,55 +36,30 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
-from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
+from airflow.sdk import DAG, Param, task
 
+from reelforge import dag_defaults
 from reelforge.avatar.config import (
-    TOPIC_ARN_TEMPLATE,
     TOPIC_VARIABLE,
     USER_TOPIC_ARN_TEMPLATE,
     selfie_queue_url,
 )
+from reelforge.avatar.limits import ASYNC_INVOCATION_LIMIT_S
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.sagemaker_async import SageMakerInvokeAsyncOperator
-from reelforge.settings import AWS_CONN_ID, deadline_interval, retry_delay
-from reelforge.stylegan2.operators import ReattachingProcessingOperator
+from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator
+from reelforge.settings import AWS_CONN_ID, deadline_interval
+from reelforge.upload_watch import claim_upload_task
+from reelforge.watches import AVATAR
 
 DAG_ID = "avatar_personalization"
 
 
-def _schedule() -> list[Asset] | None:
-    """Event-driven when the selfie queue is configured; otherwise started from the form."""
-    queue_url = selfie_queue_url()
-    if not queue_url:
-        return None
-    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
-
-    trigger = MessageQueueTrigger(
-        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=10
-    )
-    return [Asset("reelforge-avatar-selfies", watchers=[AssetWatcher(name="avatar_selfies", trigger=trigger)])]
-
-
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": retry_delay(60),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=20),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN_TEMPLATE,
-        subject="ReelForge avatar run failed: {{ dag_run.run_id[:50] }}",
-        message=(
-            '{"event": "avatar_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"task_id": "{{ ti.task_id }}", "try_number": {{ ti.try_number }}, '
-            '"reason": {{ (exception | string) | tojson }}, "log": {{ ti.log_url | tojson }}}'
-        ),
-        message_attributes={"event": "avatar_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="ml-platform", retries=2, retry_seconds=60, max_retry_delay=timedelta(minutes=20),
+    topic_variable=TOPIC_VARIABLE, event="avatar_failed", title="ReelForge avatar run failed",
+)
 
 
 def build_dag(*, with_deadline: bool = True) -> DAG:
@@ -91,7 +68,9 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         dag_id=DAG_ID,
         description="Selfies → crops → DreamBooth+LoRA on the async endpoint → verify → Triton MME → avatars.",
         doc_md=__doc__,
-        schedule=_schedule(),
+        # event-driven when the selfie queue is configured; else the upload reconciler or the form
+        schedule=dag_defaults.queue_schedule("reelforge-avatar-selfies", "avatar_selfies", selfie_queue_url(),
+                                             waiter_delay=10),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=8,
@@ -102,14 +81,16 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             topic_variable=TOPIC_VARIABLE,
         ) if with_deadline else None,
         params={
-            "user_id": Param("", type="string", title="User id",
+            "user_id": Param(None, type=["null", "string"], title="User id",
                              description="Who the avatars are for ([A-Za-z0-9_.-], up to 64); part of the model "
                                          "name. Empty for runs started by an upload (taken from its path)."),
-            "selfies_uri": Param("", type="string", title="Selfies",
+            "selfies_uri": Param(None, type=["null", "string"], title="Selfies",
                                  description="s3://bucket/prefix/ holding 4–40 JPEG/PNG/WebP photos of one face. "
                                              "Empty for runs started by an upload."),
             "steps": Param(800, type="integer", minimum=50, maximum=5000, title="Training steps",
-                           description="max_train_steps of the DreamBooth+LoRA fine-tune."),
+                           description="max_train_steps of the DreamBooth+LoRA fine-tune. With the class images "
+                                       "it must fit one async invocation (3600 s): a run that cannot is refused "
+                                       "at once with the most steps that fit."),
             "lora_rank": Param(16, enum=[4, 8, 16, 32, 64], title="LoRA rank",
                                description="Rank of the LoRA adapters: higher holds more detail, is larger."),
             "token": Param("ohwx", type="string", title="Identifier token",
@@ -117,10 +98,14 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
                                        "'a photo of <token> person')."),
             "samples": Param(4, type="integer", minimum=1, maximum=16, title="Sample avatars",
                              description="How many avatars to generate after registration (seeds 0..N-1)."),
+            "class_images": Param(100, type="integer", minimum=1, maximum=400, title="Class images",
+                                  description="Prior-preservation images the fine-tune generates with the base "
+                                              "model ('a photo of a person'); they count against the invocation."),
             "prompt": Param("a portrait photo of {token} person, studio lighting, detailed", type="string",
                             title="Avatar prompt", description="Prompt of the samples; {token} is replaced."),
         },
     ) as dag:
+
 
         @task
         def plan(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
@@ -130,6 +115,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             return plan_run(params=params, run_id=run_id, run_after=dag_run.run_after, events=triggering_asset_events)
 
         planned = plan()
+        claim_upload_task(AVATAR)() >> planned
 
         preprocess = ReattachingProcessingOperator(
             task_id="preprocess",
@@ -149,6 +135,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             inference_id=planned["inference_id"],
             poll_interval=planned["poll_interval_s"],
             timeout=planned["finetune_timeout_s"],
+            invocation_timeout=ASYNC_INVOCATION_LIMIT_S,  # the plan refused runs that cannot finish within it
         )
 
         @task

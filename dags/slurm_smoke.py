@@ -23,8 +23,9 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, task
 
+from reelforge import dag_defaults
 from reelforge.operators.slurm import SlurmJobOperator
-from reelforge.settings import SLURM_CONN_ID
+from reelforge.settings import SLURM_CONN_ID, SR_TOPIC_VARIABLE
 
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 WORKDIR = (
@@ -41,11 +42,11 @@ with DAG(
     catchup=False,
     tags=["reelforge", "slurm", "maintenance"],
     template_searchpath=[INCLUDE_DIR],
-    default_args={
-        "owner": "platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=10),
-    },
+    # the cluster serves SR first: a failed smoke test is reported on its topic
+    default_args=dag_defaults.default_args(
+        owner="platform", retries=2, retry_seconds=10, max_retry_delay=timedelta(minutes=2),
+        topic_variable=SR_TOPIC_VARIABLE, event="slurm_smoke_failed", title="ReelForge Slurm smoke test failed",
+    ),
 ):
     hello = SlurmJobOperator(
         task_id="hello_array",

@@ -3,11 +3,13 @@
 
 **Owner:** ml-platform · **Trigger:** the form below, or an upload under the dataset prefix (a `.zip`
 of images, or a folder of images followed by a `_READY` marker; S3 → SQS notification → asset watcher,
-when `REELFORGE_STYLEGAN2_DATASET_QUEUE_URL` is set). **Runs on:** SageMaker (container
+when `REELFORGE_STYLEGAN2_DATASET_QUEUE_URL` is set; without notifications, `stylegan2_upload_reconciler`
+starts one run per upload version). **Runs on:** SageMaker (container
 `containers/stylegan2`); Airflow only starts and watches the jobs.
 
 | step | where | what |
 |---|---|---|
+| `claim_upload` | Airflow | an upload's run: record its version in the intake ledger and claim it (duplicates skip) |
 | `plan` | Airflow | resolve the dataset, check the form, derive job names and S3 locations from the run |
 | `prepare_dataset` | SageMaker processing | images → square crops → `dataset.zip` + `report.json` |
 | `train` | SageMaker training, spot | StyleGAN2-ADA with ADA and FID/KID, resuming from the newest snapshot |
@@ -40,9 +42,16 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.utils.sagemaker import ApprovalStatus
-from airflow.sdk import DAG, Asset, AssetWatcher, DeadlineAlert, Param, task
+from airflow.sdk import DAG, DeadlineAlert, Param, task
 
+from reelforge import dag_defaults
 from reelforge.deadlines import deadline_alert
+from reelforge.operators.sagemaker_reattach import (
+    ReattachingProcessingOperator,
+    ReattachingTrainingOperator,
+    RegisterModelVersionOperator,
+)
+from reelforge.sagemaker_logs import print_job_logs
 from reelforge.settings import AWS_CONN_ID, retry_delay
 from reelforge.stylegan2.config import (
     TOPIC_ARN_TEMPLATE,
@@ -50,28 +59,12 @@ from reelforge.stylegan2.config import (
     dataset_queue_url,
     deadline_interval,
 )
-from reelforge.stylegan2.operators import (
-    ReattachingProcessingOperator,
-    ReattachingTrainingOperator,
-    RegisterModelVersionOperator,
-)
+from reelforge.upload_watch import claim_upload_task
+from reelforge.watches import STYLEGAN2
 
 DAG_ID = "stylegan2_training"
 TRAINING_INSTANCES = ["ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g4dn.12xlarge", "ml.g5.xlarge", "ml.g5.2xlarge",
                       "ml.g5.12xlarge", "ml.p3.2xlarge", "ml.p3.8xlarge", "ml.p4d.24xlarge"]
-
-
-def _schedule() -> list[Asset] | None:
-    """Event-driven when the dataset queue is configured; otherwise started from the form."""
-    queue_url = dataset_queue_url()
-    if not queue_url:
-        return None
-    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
-
-    trigger = MessageQueueTrigger(
-        scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1, waiter_delay=10
-    )
-    return [Asset("reelforge-stylegan2-datasets", watchers=[AssetWatcher(name="stylegan2_datasets", trigger=trigger)])]
 
 
 def _deadline() -> DeadlineAlert:
@@ -79,24 +72,10 @@ def _deadline() -> DeadlineAlert:
                           topic_variable=TOPIC_VARIABLE)
 
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": retry_delay(60),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN_TEMPLATE,
-        subject="ReelForge StyleGAN2 training failed: {{ dag_run.run_id[:50] }}",
-        message=(
-            '{"event": "stylegan2_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"task_id": "{{ ti.task_id }}", "try_number": {{ ti.try_number }}, '
-            '"reason": {{ (exception | string) | tojson }}, "log": {{ ti.log_url | tojson }}}'
-        ),
-        message_attributes={"event": "stylegan2_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="ml-platform", retries=2, retry_seconds=60, max_retry_delay=timedelta(minutes=30),
+    topic_variable=TOPIC_VARIABLE, event="stylegan2_failed", title="ReelForge StyleGAN2 training failed",
+)
 
 
 def build_dag(*, with_deadline: bool = True) -> DAG:
@@ -111,7 +90,9 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         dag_id=DAG_ID,
         description="Prepare a dataset, train StyleGAN2-ADA on SageMaker, gate on FID, register, sample.",
         doc_md=__doc__,
-        schedule=_schedule(),
+        # event-driven when the dataset queue is configured; else the upload reconciler or the form
+        schedule=dag_defaults.queue_schedule("reelforge-stylegan2-datasets", "stylegan2_datasets",
+                                             dataset_queue_url(), waiter_delay=10),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=4,
@@ -119,7 +100,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         default_args=default_args,
         deadline=_deadline() if with_deadline else None,
         params={
-            "dataset_uri": Param("", type="string", title="Dataset",
+            "dataset_uri": Param(None, type=["null", "string"], title="Dataset",
                                  description="s3://bucket/prefix/ of images (e.g. the Anime Face dataset) or "
                                              "s3://bucket/key.zip. Leave empty for runs started by an upload."),
             "resolution": Param(256, enum=[64, 128, 256, 512, 1024], title="Resolution",
@@ -157,11 +138,12 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
                              description="Seeds 0..N-1 generated by the batch job after registration."),
             "truncation": Param(0.7, type="number", minimum=0, maximum=1, title="Truncation psi",
                                 description="Sample truncation: lower is more typical, higher more varied."),
-            "checkpoint_uri": Param("", type="string", title="Continue from checkpoints",
+            "checkpoint_uri": Param(None, type=["null", "string"], title="Continue from checkpoints",
                                     description="s3:// checkpoint prefix of an earlier run to train further; "
                                                 "empty = this run's own."),
         },
     ) as dag:
+
 
         @task
         def plan(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
@@ -171,6 +153,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             return plan_run(params=params, run_id=run_id, run_after=dag_run.run_after, events=triggering_asset_events)
 
         planned = plan()
+        claim_upload_task(STYLEGAN2)() >> planned
 
         prepare_dataset = ReattachingProcessingOperator(
             task_id="prepare_dataset",
@@ -186,7 +169,10 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             aws_conn_id=AWS_CONN_ID,
             config=planned["training_config"],
             deferrable=True,
-            print_log=False,  # with logs on, the provider first blocks the worker for check_interval
+            # The provider's print_log blocks the worker for check_interval and then defers without logs;
+            # the job's CloudWatch logs are copied into this task's log once it ended instead.
+            print_log=False,
+            post_execute=print_job_logs,
             check_interval=120,
             max_attempts=28 * 24 * 30,  # up to the longest max wait the form allows
             retry_delay=retry_delay(300),

@@ -35,32 +35,19 @@ import pendulum
 from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
+from reelforge import dag_defaults
 from reelforge.deadlines import deadline_alert
-from reelforge.settings import AWS_CONN_ID, retry_delay
+from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator
+from reelforge.settings import AWS_CONN_ID
 from reelforge.stylegan2.config import TOPIC_ARN_TEMPLATE, TOPIC_VARIABLE, deadline_interval
-from reelforge.stylegan2.operators import ReattachingProcessingOperator
 
 DAG_ID = "stylegan2_weekly_batch"
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": retry_delay(120),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=TOPIC_ARN_TEMPLATE,
-        subject="ReelForge StyleGAN2 weekly batch failed: {{ dag_run.run_id[:50] }}",
-        message=(
-            '{"event": "stylegan2_batch_failed", "dag_id": "{{ dag.dag_id }}", "run_id": "{{ run_id }}", '
-            '"interval_start": "{{ data_interval_start }}", "task_id": "{{ ti.task_id }}", '
-            '"try_number": {{ ti.try_number }}, "reason": {{ (exception | string) | tojson }}, '
-            '"log": {{ ti.log_url | tojson }}}'
-        ),
-        message_attributes={"event": "stylegan2_batch_failed"},
-    ),
-}
+default_args = dag_defaults.default_args(
+    owner="ml-platform", retries=2, retry_seconds=120, max_retry_delay=timedelta(minutes=30),
+    topic_variable=TOPIC_VARIABLE, event="stylegan2_batch_failed", title="ReelForge StyleGAN2 weekly batch failed",
+    extra={"interval_start": '"{{ data_interval_start }}"'},
+)
 
 
 def build_dag(*, with_deadline: bool = True) -> DAG:

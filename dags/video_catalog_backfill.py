@@ -48,10 +48,10 @@ with DAG(
     max_active_runs=2,
     tags=["reelforge", "super-resolution", "backfill"],
     params={
-        "archive_prefix": Param("", type="string", title="Archive folder",
+        "archive_prefix": Param(None, type=["null", "string"], title="Archive folder",
                                 description="Every video under this folder of the archive bucket (e.g. "
                                 "`dvd/season1/`), instead of the day's partition. Empty: the day's."),
-        "manifest_uri": Param("", type="string", title="Manifest",
+        "manifest_uri": Param(None, type=["null", "string"], title="Manifest",
                               description="s3://bucket/key of a .json (list of URIs) or .csv (`source_uri` "
                               "column) manifest, instead of the day's. Empty: the day's."),
         "model": Param("auto", enum=["auto", "anime", "live-action"], title="Model",

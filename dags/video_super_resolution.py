@@ -84,8 +84,8 @@ with DAG(
                             topic_variable=SR_TOPIC_VARIABLE),
     params={
         "source_uri": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Source video",
             description="s3://bucket/key of the video to upscale. Leave empty for runs started by an upload.",
         ),

@@ -66,14 +66,14 @@ def default_args(*, owner: str, retries: int, retry_seconds: int, max_retry_dela
     }
 
 
-def queue_schedule(asset: str, watcher: str, queue_url: str | None) -> list[Any] | None:
-    """An asset fed by the SQS queue of S3 notifications; ``None`` (no schedule) when no queue is configured:
-    the workflow's upload reconciler and its form start runs then."""
+def queue_schedule(asset: str, watcher: str, queue_url: str | None, *, waiter_delay: int = 2) -> list[Any] | None:
+    """An asset fed by the SQS queue of S3 notifications (polled every ``waiter_delay`` s when idle); ``None``
+    (no schedule) when no queue is configured: the workflow's upload reconciler and its form start runs then."""
     if not queue_url:
         return None
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
     from airflow.sdk import Asset, AssetWatcher
 
     trigger = MessageQueueTrigger(scheme="sqs", sqs_queue=queue_url, aws_conn_id=AWS_CONN_ID, max_messages=1,
-                                  waiter_delay=2)
+                                  waiter_delay=waiter_delay)
     return [Asset(asset, watchers=[AssetWatcher(name=watcher, trigger=trigger)])]

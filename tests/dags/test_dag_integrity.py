@@ -74,3 +74,23 @@ def test_every_deadline_uses_our_reference_and_a_configurable_topic(dagbag):
             assert kwargs.get("topic_variable", "").endswith("_topic_arn"), f"{dag_id}: alert topic is not configurable"
             assert kwargs.get("workflow"), dag_id
     assert with_deadlines >= 4
+
+
+def test_every_task_reports_failure_on_its_workflow_topic_with_the_same_fields(dagbag):
+    """One failure message for every DAG (reelforge/dag_defaults.py): subscribers parse the same fields,
+    from a topic the deployment configures."""
+    from reelforge.dag_defaults import FAILURE_FIELDS
+
+    problems = set()
+    for dag_id, dag in dagbag.dags.items():
+        for t in dag.tasks:
+            callbacks = t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback]
+            notifiers = [c for c in callbacks if c is not None and hasattr(c, "message")]
+            if not notifiers:
+                problems.add(f"{dag_id}: no failure notification")
+            for n in notifiers:
+                if not (n.target_arn.startswith("{{ var.value.reelforge_") and n.target_arn.endswith("_topic_arn }}")):
+                    problems.add(f"{dag_id}: failure topic {n.target_arn!r} is not a deployment setting")
+                if missing := [f for f in FAILURE_FIELDS if f'"{f}": ' not in n.message]:
+                    problems.add(f"{dag_id}: the failure message lacks {missing}")
+    assert not problems, sorted(problems)

@@ -17,7 +17,6 @@ from tests.plugins.slurm.slurm_helpers import CONN_ID, drive, fake_ti
 from tests.reliability.e2e_helpers import delete_versions, runs_of_key, slurm_job_names, task_log, wait_for_runs
 
 pytestmark = [pytest.mark.stack]
-CPU_PARTITION = local_settings().cpu_partition
 SCRIPT = """#!/bin/bash
 #SBATCH --time=2
 [[ "${SLURM_ARRAY_TASK_ID:-0}" == 1 && "$MODE" == mixed ]] && exit 1
@@ -85,7 +84,8 @@ def test_a_permanent_worker_failure_runs_one_job_and_sns_carries_its_reason(sr_d
     clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4",
                      width=32, height=18, seconds=0.5, tone=500)
     known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
-    _partition(CPU_PARTITION, "DOWN")
+    cpu_partition = local_settings().cpu_partition  # where plan jobs run
+    _partition(cpu_partition, "DOWN")
     try:
         put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
         (run_id,) = runs_of_key(wait_for_runs(sr_dag, known, lambda f: bool(runs_of_key(f, key))), key)
@@ -94,7 +94,7 @@ def test_a_permanent_worker_failure_runs_one_job_and_sns_carries_its_reason(sr_d
         assert sr_dag.task_states(DAG_ID, run_id)["prepare"] == "success"
         aws.s3.delete_object(Bucket=INGEST, Key=key, VersionId=put["VersionId"])
     finally:
-        _partition(CPU_PARTITION, "UP")
+        _partition(cpu_partition, "UP")
         delete_versions(aws.s3, prefix)
 
     assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=240) == "failed", sr_dag.task_states(DAG_ID, run_id)
