@@ -125,6 +125,11 @@ def sr_mpix_per_second() -> float:
     return float(setting("reelforge_sr_mpix_per_second", "2.0"))
 
 
+def sr_task_startup_seconds() -> float:
+    """What one upscale task spends before its first frame (Python, torch, weights, ffmpeg): estimates."""
+    return float(setting("reelforge_sr_task_startup_seconds", "5"))
+
+
 def sr_settings() -> SRSettings:
     """Read the SR settings (Variables, else defaults that match the local stack)."""
     return SRSettings(

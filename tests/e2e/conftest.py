@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -17,32 +18,38 @@ RECONCILER = "video_sr_reconciler"
 UPLOAD_RECONCILERS = ("stylegan2_upload_reconciler", "avatar_upload_reconciler", "animate_anyone_upload_reconciler")
 
 
-@pytest.fixture(scope="session")
-def airflow() -> Iterator[LocalAirflow]:
-    state = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
+#: What the e2e Airflow runs with (its processes only: the test process keeps its own environment, so
+#: that unit tests later in the same session see the defaults). A value set outside wins.
+AIRFLOW_ENV = {
     # Short retry delays so that failure paths finish in seconds; the DAG's defaults are for production.
-    os.environ.setdefault("REELFORGE_RETRY_DELAY_SECONDS", "2")
+    "REELFORGE_RETRY_DELAY_SECONDS": "2",
     # A deadline shorter than an SR run, so the end-to-end runs also exercise the deadline alert.
-    os.environ.setdefault("REELFORGE_SR_DEADLINE_SECONDS", "20")
+    "REELFORGE_SR_DEADLINE_SECONDS": "20",
     # The reconciler runs every 15 s with a 20 s grace here (5 min and 2 min in production). Tests that
     # rely on it unpause it (tests/e2e/test_ingest_reconciler.py, the load test); the others run with it
     # paused, so that their run and message counts are the notification path's alone.
-    os.environ.setdefault("REELFORGE_SR_RECONCILE_SECONDS", "15")
-    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS", "20")
+    "REELFORGE_SR_RECONCILE_SECONDS": "15",
+    "AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS": "20",
     # At max_active_runs (a burst) uploads wait this long before the reconciler steps in (1 h in production).
-    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_SR_RECONCILE_BACKLOG_GRACE_SECONDS", "300")
-    # The training workflows' upload reconcilers (paused below; tests/e2e/test_upload_reconcilers.py unpauses
-    # them) list every 15 s with a 5 s grace and look 10 min back, under prefixes of their test's own, so
-    # that no other test's upload starts a run there.
-    os.environ.setdefault("REELFORGE_UPLOAD_RECONCILE_SECONDS", "15")
-    for name in ("STYLEGAN2", "AVATAR", "ANIMATE_ANYONE"):
-        os.environ.setdefault(f"AIRFLOW_VAR_REELFORGE_{name}_RECONCILE_GRACE_SECONDS", "5")
-        os.environ.setdefault(f"AIRFLOW_VAR_REELFORGE_{name}_RECONCILE_OVERLAP_SECONDS", "600")
-    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_STYLEGAN2_DATASET_PREFIX", "stylegan2/datasets/reconcile-e2e/")
-    os.environ.setdefault("AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_PREFIX",
-                          "animate-anyone/manifests/reconcile-e2e/")
+    "AIRFLOW_VAR_REELFORGE_SR_RECONCILE_BACKLOG_GRACE_SECONDS": "300",
+    # The training workflows' upload reconcilers (paused below; tests/e2e/test_upload_reconcilers.py
+    # unpauses them) list every 15 s with a 5 s grace and look 10 min back, under prefixes of their test's
+    # own, so that no other test's upload starts a run there.
+    "REELFORGE_UPLOAD_RECONCILE_SECONDS": "15",
+    **{f"AIRFLOW_VAR_REELFORGE_{name}_RECONCILE_{what}_SECONDS": value
+       for name in ("STYLEGAN2", "AVATAR", "ANIMATE_ANYONE") for what, value in (("GRACE", "5"), ("OVERLAP", "600"))},
+    "AIRFLOW_VAR_REELFORGE_STYLEGAN2_DATASET_PREFIX": "stylegan2/datasets/reconcile-e2e/",
+    "AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_PREFIX": "animate-anyone/manifests/reconcile-e2e/",
+}
+AIRFLOW_ENV = {k: os.environ.get(k, v) for k, v in AIRFLOW_ENV.items()}
+
+
+@pytest.fixture(scope="session")
+def airflow() -> Iterator[LocalAirflow]:
+    state = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))
     instance = LocalAirflow(state / "logs" / "airflow-e2e.log")
-    instance.start()
+    with mock.patch.dict(os.environ, AIRFLOW_ENV):
+        instance.start()
     try:
         for dag_id in (RECONCILER, *UPLOAD_RECONCILERS):  # on by default; tests that use one unpause it
             instance.wait_for_dag(dag_id)

@@ -19,7 +19,7 @@ import pytest
 
 from reelforge.intake import reconcile_run_id
 from reelforge.storage import S3Object
-from tests.e2e.conftest import RECONCILER
+from tests.e2e.conftest import AIRFLOW_ENV, RECONCILER
 from tests.e2e.test_sr_dag import DAG_ID, INGEST, job_for, sr_dag  # noqa: F401
 from tests.media_utils import make_clip
 from tests.reliability.e2e_helpers import delete_versions, s3_event
@@ -100,8 +100,8 @@ def test_lost_and_repeated_notifications_still_deliver_every_upload_once(reconci
             assert reconciler.wait_for_run(DAG_ID, expected, timeout=60) == "success"
             recovery_s.append(datetime.fromisoformat(ours[0]["queued_at"]).timestamp() - put_at[key])
         print(f"lost notification → reconciler run queued after {min(recovery_s):.0f}-{max(recovery_s):.0f} s "
-              f"(period {os.environ['REELFORGE_SR_RECONCILE_SECONDS']} s, "
-              f"grace {os.environ['AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS']} s)")
+              f"(period {AIRFLOW_ENV['REELFORGE_SR_RECONCILE_SECONDS']} s, "
+              f"grace {AIRFLOW_ENV['AIRFLOW_VAR_REELFORGE_SR_RECONCILE_GRACE_SECONDS']} s)")
     finally:
         for key in puts:
             delete_versions(aws.s3, key)

@@ -18,15 +18,14 @@ from datetime import datetime
 
 import pytest
 
+from tests.e2e.conftest import AIRFLOW_ENV
 from tests.reliability.e2e_helpers import delete_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 INGEST = "reelforge-ingest"
-# set for the session's Airflow by tests/e2e/conftest.py
-DATASET_PREFIX = os.environ.get("AIRFLOW_VAR_REELFORGE_STYLEGAN2_DATASET_PREFIX", "stylegan2/datasets/reconcile-e2e/")
-MANIFEST_PREFIX = os.environ.get("AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_PREFIX",
-                                 "animate-anyone/manifests/reconcile-e2e/")
+DATASET_PREFIX = AIRFLOW_ENV["AIRFLOW_VAR_REELFORGE_STYLEGAN2_DATASET_PREFIX"]  # the session Airflow's
+MANIFEST_PREFIX = AIRFLOW_ENV["AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_PREFIX"]
 SELFIE_PREFIX = os.environ.get("AIRFLOW_VAR_REELFORGE_AVATAR_INGEST_PREFIX", "avatar/incoming/")
 QUEUE_VARIABLES = ("REELFORGE_STYLEGAN2_DATASET_QUEUE_URL", "REELFORGE_AVATAR_SELFIE_QUEUE_URL",
                    "REELFORGE_AA_MANIFEST_QUEUE_URL")

@@ -32,9 +32,10 @@ def _estimate_vs_actual(report: dict[str, Any]) -> dict[str, Any] | None:
         return None
     segments = report.get("segments") or {}
     actual = segments.get("elapsed_s_total")  # each task end to end, as the calibrated rate is measured
-    ratio = round(actual / estimate["model_seconds"], 2) if actual and estimate["model_seconds"] else None
-    return {"model_seconds": estimate["model_seconds"], "wall_seconds": estimate["wall_seconds"],
-            "actual_segment_seconds": actual, "actual_over_estimate": ratio}
+    expected = estimate.get("task_seconds", estimate["model_seconds"])
+    ratio = round(actual / expected, 2) if actual and expected else None
+    return {"task_seconds": expected, "wall_seconds": estimate["wall_seconds"],
+            "actual_task_seconds": actual, "actual_over_estimate": ratio}
 
 
 def success_message(job: dict[str, Any], objects: list[dict[str, Any]], report: dict[str, Any]) -> str:

@@ -106,10 +106,13 @@ def segment_time_limit(plan: dict[str, Any], mpix_per_second: float, safety: flo
     return int(math.ceil(seconds / 60)) + 5
 
 
-def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int) -> dict[str, float]:
-    """Model time the plan needs at the cluster's calibrated rate, in all and as wall time with ``parallel``
-    array tasks at once (segments in plan order, each on the next free task). Frames the plan drops
-    (inverse telecine, a lower constant rate) are not counted; held frames the workers reuse are."""
+def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int,
+                   startup_seconds: float = 0.0) -> dict[str, float]:
+    """What the upscale array will take, from the cluster's calibrated figures: each task ``startup_seconds``
+    (Python, torch, weights, ffmpeg) plus its frames' input megapixels at ``mpix_per_second``; in all
+    (``task_seconds``; ``model_seconds`` without the start-ups) and as wall time with ``parallel`` tasks
+    at once (segments in plan order, each on the next free task). Frames the plan drops (inverse
+    telecine, a lower constant rate) are not counted; held frames the workers reuse are."""
     geo = plan.get("geometry") or {}
     mpx = int(geo.get("decode_width") or 0) * int(geo.get("decode_height") or 0) / 1e6
     rows = (plan.get("frame_map") or {}).get("repeats")
@@ -123,9 +126,11 @@ def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int) 
     free = [0.0] * max(1, parallel)
     for s in seconds:
         i = free.index(min(free))
-        free[i] += s
-    return {"model_seconds": round(sum(seconds), 1), "wall_seconds": round(max(free), 1),
-            "mpix_per_second": mpix_per_second, "parallel": max(1, parallel)}
+        free[i] += startup_seconds + s
+    return {"model_seconds": round(sum(seconds), 1),
+            "task_seconds": round(sum(seconds) + startup_seconds * len(seconds), 1),
+            "wall_seconds": round(max(free), 1), "mpix_per_second": mpix_per_second,
+            "startup_seconds": startup_seconds, "parallel": max(1, parallel)}
 
 
 def array_spec(plan: dict[str, Any]) -> str:

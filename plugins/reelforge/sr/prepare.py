@@ -12,6 +12,7 @@ from reelforge.settings import (
     sr_ingest_queue_url,
     sr_mpix_per_second,
     sr_settings,
+    sr_task_startup_seconds,
 )
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
@@ -122,11 +123,16 @@ def _read_remote_json(path: str) -> dict[str, Any]:
         return hook.read_json(path)
 
 
+def plan_estimate(plan: dict[str, Any]) -> dict[str, float]:
+    """The plan's time at this deployment's calibrated figures (``job.model_estimate``)."""
+    return model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle), sr_task_startup_seconds())
+
+
 def read_plan_summary(workdir: str) -> dict[str, Any]:
     """What the DAG needs from plan.json: the array spec, a time limit that scales with the
     longest segment, and a few facts for the log."""
     plan = _read_remote_json(f"{workdir}/plan.json")
-    estimate = model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle))
+    estimate = plan_estimate(plan)
     summary = {
         "array": array_spec(plan),
         "segment_time_limit": segment_time_limit(plan, sr_mpix_per_second()),
@@ -137,9 +143,10 @@ def read_plan_summary(workdir: str) -> dict[str, Any]:
         "estimate": estimate,
     }
     log.info("plan: %s", summary)
-    log.info("estimate: model time %.0f s in all; about %.0f s of wall time with %d tasks at once, at %.2f Mpx/s "
-             "per task (Variable reelforge_sr_mpix_per_second)", estimate["model_seconds"], estimate["wall_seconds"],
-             estimate["parallel"], estimate["mpix_per_second"])
+    log.info("estimate: %.0f s of task time (%.0f s of it the model); about %.0f s of wall time with %d tasks at "
+             "once, at %.2f Mpx/s and %.0f s start-up per task (Variables reelforge_sr_mpix_per_second, "
+             "reelforge_sr_task_startup_seconds)", estimate["task_seconds"], estimate["model_seconds"],
+             estimate["wall_seconds"], estimate["parallel"], estimate["mpix_per_second"], estimate["startup_seconds"])
     return summary
 
 
@@ -148,7 +155,7 @@ def publish_delivery(job: dict[str, Any]) -> dict[str, Any]:
     delivery = _read_remote_json(f"{job['workdir']}/delivery.json")
     report = _read_remote_json(f"{job['workdir']}/report.json")
     plan = _read_remote_json(f"{job['workdir']}/plan.json")
-    report["estimate"] = model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle))
+    report["estimate"] = plan_estimate(plan)
     objects = verify_delivery(_s3_client(), delivery)
     for obj in objects:
         log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])

@@ -243,10 +243,16 @@ def test_vanished_job_is_a_clear_error(cluster):
         op.execute_complete({"ti": fake_ti("vanished", cluster.run_id("vanished"))}, event=event.payload)
 
 
-def test_smoke_dag_defers_and_completes(cluster):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+def test_smoke_dag_defers_and_completes(cluster, tmp_path):
+    # an Airflow home of its own: the e2e Airflow of the same session (its triggerer) must not pick up the
+    # trigger that `dags test` runs in line
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | {"AIRFLOW_HOME": str(tmp_path)}
+    airflow = str(ROOT / ".venv" / "bin" / "airflow")
+    migrated = subprocess.run([airflow, "db", "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "airflow"), "dags", "test", "slurm_smoke"],
+        [airflow, "dags", "test", "slurm_smoke"],
         cwd=ROOT,
         env=env,
         capture_output=True,

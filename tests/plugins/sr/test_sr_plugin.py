@@ -291,14 +291,17 @@ def test_the_estimate_counts_the_frames_the_model_sees_and_packs_segments_onto_p
     plan = {"geometry": {"decode_width": 640, "decode_height": 360},
             "segments": [{"start_frame": a, "end_frame": b} for a, b in ((0, 100), (100, 200), (200, 300),
                                                                          (300, 350))]}
-    assert model_estimate(plan, 2.304, 2) == {"model_seconds": 35.0, "wall_seconds": 20.0,
-                                              "mpix_per_second": 2.304, "parallel": 2}
+    assert model_estimate(plan, 2.304, 2) == {"model_seconds": 35.0, "task_seconds": 35.0, "wall_seconds": 20.0,
+                                              "mpix_per_second": 2.304, "startup_seconds": 0.0, "parallel": 2}
     assert model_estimate(plan, 2.304, 8)["wall_seconds"] == 10.0
+    # 3 s to start each task: 4 start-ups in all, two on the busier of 2 parallel tasks
+    with_startup = model_estimate(plan, 2.304, 2, startup_seconds=3)
+    assert (with_startup["task_seconds"], with_startup["wall_seconds"]) == (47.0, 26.0)
     # a plan that drops every fifth frame (inverse telecine, a lower constant rate): 80 frames per 100
     plan["frame_map"] = {"mode": "constant", "repeats": [[1, 4], [0, 1]] * 70}
     assert model_estimate(plan, 2.304, 1)["model_seconds"] == 28.0
     report = {"estimate": model_estimate(plan, 2.304, 1), "segments": {"elapsed_s_total": 42.0}}
     job = {"job_id": "j1", "source": {"uri": "s3://ingest/a.mp4"}, "output_uri": "s3://output/sr/j1/"}
     body = json.loads(success_message(job, [{"uri": "s3://output/sr/j1/a.x4.mp4", "role": "video"}], report))
-    assert body["estimate"] == {"model_seconds": 28.0, "wall_seconds": 28.0, "actual_segment_seconds": 42.0,
+    assert body["estimate"] == {"task_seconds": 28.0, "wall_seconds": 28.0, "actual_task_seconds": 42.0,
                                 "actual_over_estimate": 1.5}
