@@ -155,13 +155,13 @@ with DAG(
     )
 
     @task(multiple_outputs=True)
-    def publish(spec: dict) -> dict:
+    def publish(spec: dict, estimate: dict) -> dict:
         """Check every delivered object in S3 and compose the success message."""
         from reelforge.sr.prepare import publish_delivery
 
-        return publish_delivery(spec)
+        return publish_delivery(spec, estimate)
 
-    published = publish(job["job"])
+    published = publish(job["job"], plan["estimate"])
 
     notify_success = SnsPublishOperator(
         task_id="notify_success",

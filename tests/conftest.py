@@ -74,6 +74,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(why)
 
 
+@pytest.fixture(autouse=True)
+def _no_aws_endpoint_for_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test's boto3 clients talk to moto in this process: an endpoint left in the environment by a
+    fixture of the stack tier would send them to the shared local endpoint, whose state outlives the test."""
+    if "stack" not in request.keywords:
+        for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout (real weights, sample clips, images)."""

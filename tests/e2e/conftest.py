@@ -23,8 +23,9 @@ UPLOAD_RECONCILERS = ("stylegan2_upload_reconciler", "avatar_upload_reconciler",
 AIRFLOW_ENV = {
     # Short retry delays so that failure paths finish in seconds; the DAG's defaults are for production.
     "REELFORGE_RETRY_DELAY_SECONDS": "2",
-    # A deadline shorter than an SR run, so the end-to-end runs also exercise the deadline alert.
-    "REELFORGE_SR_DEADLINE_SECONDS": "20",
+    # A deadline shorter than any SR run (a warm run of a small clip takes about 20 s), so the end-to-end
+    # runs also exercise the deadline alert.
+    "REELFORGE_SR_DEADLINE_SECONDS": "5",
     # The reconciler runs every 15 s with a 20 s grace here (5 min and 2 min in production). Tests that
     # rely on it unpause it (tests/e2e/test_ingest_reconciler.py, the load test); the others run with it
     # paused, so that their run and message counts are the notification path's alone.

@@ -150,12 +150,10 @@ def read_plan_summary(workdir: str) -> dict[str, Any]:
     return summary
 
 
-def publish_delivery(job: dict[str, Any]) -> dict[str, Any]:
-    """Verify the delivered objects against S3 and build the success message."""
+def publish_delivery(job: dict[str, Any], estimate: dict[str, float] | None = None) -> dict[str, Any]:
+    """Verify the delivered objects against S3 and build the success message (with ``read_plan``'s estimate)."""
     delivery = _read_remote_json(f"{job['workdir']}/delivery.json")
-    report = _read_remote_json(f"{job['workdir']}/report.json")
-    plan = _read_remote_json(f"{job['workdir']}/plan.json")
-    report["estimate"] = plan_estimate(plan)
+    report = _read_remote_json(f"{job['workdir']}/report.json") | {"estimate": estimate}
     objects = verify_delivery(_s3_client(), delivery)
     for obj in objects:
         log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])

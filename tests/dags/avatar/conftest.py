@@ -137,7 +137,7 @@ def _sagemaker_local(root: Path):
     return server, line.removeprefix("listening on ")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def avatar_sagemaker(stack, tmp_path_factory):
     """The DAG's SageMaker work run in the built image and the Triton double (see the module docstring)."""
     from reelforge_avatar import safe_tar
