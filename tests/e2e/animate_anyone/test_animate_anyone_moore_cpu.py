@@ -18,23 +18,13 @@ import pytest
 import requests
 
 from reelforge.animate_anyone.sweep import exp_name, training_id
+from tests.e2e.animate_anyone.test_animate_anyone_dag import _mlflow_runs  # the same MLflow search
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 DAG_ID = "animate_anyone_training"
 INGEST = "reelforge-ingest"
 RATES = [1.0e-5, 1.0e-3]
 STEPS = 2  # two clips, batch size 1: one epoch, whose end writes the <module>-2.pth weights
-
-
-def _mlflow_runs(url: str, tid: str) -> list[dict]:
-    exp = requests.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
-                       params={"experiment_name": "reelforge-animate-anyone"}, timeout=10).json()["experiment"]
-    body = {"experiment_ids": [exp["experiment_id"]], "filter": f"tags.`reelforge.training_id` = '{tid}'",
-            "max_results": 100}
-    runs = requests.post(f"{url}/api/2.0/mlflow/runs/search", json=body, timeout=10).json().get("runs", [])
-    return [{"run_id": r["info"]["run_id"], "status": r["info"]["status"],
-             "tags": {t["key"]: t["value"] for t in r["data"].get("tags", [])},
-             "metrics": {m["key"]: m["value"] for m in r["data"].get("metrics", [])}} for r in runs]
 
 
 def _steps(url: str, run_id: str) -> list[int]:
