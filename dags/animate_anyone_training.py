@@ -46,16 +46,18 @@ from airflow.sdk import (
 
 from reelforge import dag_defaults
 from reelforge.animate_anyone.settings import (
+    DAG_ID,
+    MAX_ACTIVE_RUNS,
     TOPIC_VARIABLE,
     aa_deadline,
     aa_manifest_queue_url,
     aa_poll_interval,
 )
+from reelforge.animate_anyone.watch import WATCH
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, variable_template
 from reelforge.upload_watch import claim_upload_task
-from reelforge.watches import ANIMATE_ANYONE
 
 TOPIC_ARN = variable_template(TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
@@ -68,7 +70,7 @@ default_args = dag_defaults.default_args(
 )
 
 with DAG(
-    dag_id="animate_anyone_training",
+    dag_id=DAG_ID,
     description="AnimateAnyone stage 1 sweep → best run by MLflow metric → stage 2 → S3, on HyperPod Slurm.",
     doc_md=__doc__,
     # event-driven when the manifest queue is configured; else the upload reconciler or the form
@@ -76,7 +78,7 @@ with DAG(
                                          aa_manifest_queue_url(), waiter_delay=5),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=4,
+    max_active_runs=MAX_ACTIVE_RUNS,
     tags=["reelforge", "animate-anyone", "slurm"],
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
@@ -127,7 +129,6 @@ with DAG(
     },
 ) as dag:
 
-
     @task(multiple_outputs=True)
     def stage_manifest(params: dict, dag_run=None, triggering_asset_events=None) -> dict:
         """Pin, validate and copy the training-data manifest to shared storage."""
@@ -137,7 +138,7 @@ with DAG(
                     conf=dag_run.conf)
 
     staged = stage_manifest()
-    claim_upload_task(ANIMATE_ANYONE)() >> staged
+    claim_upload_task(WATCH)() >> staged
 
     @task
     def plan_sweep(staged: dict, params: dict, dag_run=None) -> list:

@@ -29,8 +29,8 @@ import pendulum
 from airflow.sdk import DAG, task
 
 from reelforge import dag_defaults
-from reelforge.avatar.config import TOPIC_VARIABLE
 from reelforge.avatar.endpoints import EnsureEndpointConfigOperator, EnsureEndpointOperator, EnsureModelOperator
+from reelforge.avatar.settings import TOPIC_VARIABLE
 from reelforge.settings import AWS_CONN_ID
 
 DAG_ID = "avatar_endpoints"
@@ -55,8 +55,8 @@ with DAG(
     @task(multiple_outputs=True)
     def plan_endpoints() -> dict:
         """The SageMaker and scaling requests of both endpoints (``<kind>_model``, ``_config``, ``_endpoint``)."""
-        from reelforge.avatar.config import avatar_settings
         from reelforge.avatar.endpoints import endpoint_plan
+        from reelforge.avatar.settings import avatar_settings
 
         return endpoint_plan(avatar_settings())
 

@@ -40,21 +40,20 @@ from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import DAG, Param, task
 
 from reelforge import dag_defaults
-from reelforge.avatar.config import (
+from reelforge.avatar.limits import ASYNC_INVOCATION_LIMIT_S
+from reelforge.avatar.settings import (
+    DAG_ID,
+    MAX_ACTIVE_RUNS,
     TOPIC_VARIABLE,
     USER_TOPIC_ARN_TEMPLATE,
     selfie_queue_url,
 )
-from reelforge.avatar.limits import ASYNC_INVOCATION_LIMIT_S
+from reelforge.avatar.watch import WATCH
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.sagemaker_async import SageMakerInvokeAsyncOperator
 from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator
 from reelforge.settings import AWS_CONN_ID, deadline_interval
 from reelforge.upload_watch import claim_upload_task
-from reelforge.watches import AVATAR
-
-DAG_ID = "avatar_personalization"
-
 
 default_args = dag_defaults.default_args(
     owner="ml-platform", retries=2, retry_seconds=60, max_retry_delay=timedelta(minutes=20),
@@ -73,7 +72,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
                                              waiter_delay=10),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
-        max_active_runs=8,
+        max_active_runs=MAX_ACTIVE_RUNS,
         tags=["reelforge", "avatar"],
         default_args=default_args,
         deadline=deadline_alert(
@@ -106,7 +105,6 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         },
     ) as dag:
 
-
         @task
         def plan(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
             """Resolve the selfie set, refuse bad input at once, derive names and requests."""
@@ -115,7 +113,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             return plan_run(params=params, run_id=run_id, run_after=dag_run.run_after, events=triggering_asset_events)
 
         planned = plan()
-        claim_upload_task(AVATAR)() >> planned
+        claim_upload_task(WATCH)() >> planned
 
         preprocess = ReattachingProcessingOperator(
             task_id="preprocess",

@@ -25,7 +25,8 @@ from airflow.sdk import DAG, task
 
 from reelforge import dag_defaults
 from reelforge.operators.slurm import SlurmJobOperator
-from reelforge.settings import SLURM_CONN_ID, SR_TOPIC_VARIABLE
+from reelforge.settings import SLURM_CONN_ID
+from reelforge.sr import settings as sr
 
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 WORKDIR = (
@@ -45,7 +46,7 @@ with DAG(
     # the cluster serves SR first: a failed smoke test is reported on its topic
     default_args=dag_defaults.default_args(
         owner="platform", retries=2, retry_seconds=10, max_retry_delay=timedelta(minutes=2),
-        topic_variable=SR_TOPIC_VARIABLE, event="slurm_smoke_failed", title="ReelForge Slurm smoke test failed",
+        topic_variable=sr.TOPIC_VARIABLE, event="slurm_smoke_failed", title="ReelForge Slurm smoke test failed",
     ),
 ):
     hello = SlurmJobOperator(

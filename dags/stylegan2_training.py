@@ -40,7 +40,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.providers.amazon.aws.utils.sagemaker import ApprovalStatus
 from airflow.sdk import DAG, DeadlineAlert, Param, task
 
@@ -53,16 +52,16 @@ from reelforge.operators.sagemaker_reattach import (
 )
 from reelforge.sagemaker_logs import print_job_logs
 from reelforge.settings import AWS_CONN_ID, retry_delay
-from reelforge.stylegan2.config import (
-    TOPIC_ARN_TEMPLATE,
+from reelforge.stylegan2.settings import (
+    DAG_ID,
+    MAX_ACTIVE_RUNS,
     TOPIC_VARIABLE,
     dataset_queue_url,
     deadline_interval,
 )
+from reelforge.stylegan2.watch import WATCH
 from reelforge.upload_watch import claim_upload_task
-from reelforge.watches import STYLEGAN2
 
-DAG_ID = "stylegan2_training"
 TRAINING_INSTANCES = ["ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g4dn.12xlarge", "ml.g5.xlarge", "ml.g5.2xlarge",
                       "ml.g5.12xlarge", "ml.p3.2xlarge", "ml.p3.8xlarge", "ml.p4d.24xlarge"]
 
@@ -95,7 +94,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
                                              dataset_queue_url(), waiter_delay=10),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
-        max_active_runs=4,
+        max_active_runs=MAX_ACTIVE_RUNS,
         tags=["reelforge", "stylegan2"],
         default_args=default_args,
         deadline=_deadline() if with_deadline else None,
@@ -144,16 +143,15 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         },
     ) as dag:
 
-
         @task
         def plan(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
             """Resolve the dataset, validate, derive names, S3 locations and the job requests."""
-            from reelforge.stylegan2.training_run import plan_run
+            from reelforge.stylegan2.tasks import plan_run
 
             return plan_run(params=params, run_id=run_id, run_after=dag_run.run_after, events=triggering_asset_events)
 
         planned = plan()
-        claim_upload_task(STYLEGAN2)() >> planned
+        claim_upload_task(WATCH)() >> planned
 
         prepare_dataset = ReattachingProcessingOperator(
             task_id="prepare_dataset",
@@ -181,7 +179,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         @task(multiple_outputs=True)
         def review_training(plan: dict, training: dict) -> dict:
             """FID of the final model (as the job reported it); registration and sampling requests."""
-            from reelforge.stylegan2.training_run import review_training as review
+            from reelforge.stylegan2.tasks import review_training as review
 
             return review(plan=plan, training=training)
 
@@ -220,17 +218,13 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         )
 
         @task(
-            on_success_callback=SnsNotifier(
-                aws_conn_id=AWS_CONN_ID,
-                target_arn=TOPIC_ARN_TEMPLATE,
-                subject="ReelForge StyleGAN2 model ready: {{ dag_run.run_id[:50] }}",
-                message="{{ ti.xcom_pull(task_ids='summarize') }}",
-                message_attributes={"event": "stylegan2_succeeded"},
-            )
+            on_success_callback=dag_defaults.success_notifier(
+                topic_variable=TOPIC_VARIABLE, event="stylegan2_succeeded", message_from="summarize",
+                subject="ReelForge StyleGAN2 model ready: {{ dag_run.run_id[:50] }}"),
         )
         def summarize(plan: dict, review: dict, model_package_arn: str, samples: dict, dag=None) -> str:
             """The success message (links to jobs, registry version, samples); published on success."""
-            from reelforge.stylegan2.training_run import summarize as compose
+            from reelforge.stylegan2.tasks import summarize as compose
 
             return compose(plan=plan, review=review, model_package_arn=model_package_arn, samples=samples,
                            dag_id=dag.dag_id)

@@ -32,14 +32,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 from reelforge import dag_defaults
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator
 from reelforge.settings import AWS_CONN_ID
-from reelforge.stylegan2.config import TOPIC_ARN_TEMPLATE, TOPIC_VARIABLE, deadline_interval
+from reelforge.stylegan2.settings import TOPIC_VARIABLE, deadline_interval
 
 DAG_ID = "stylegan2_weekly_batch"
 
@@ -76,7 +75,7 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         @task
         def plan_interval(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
             """The model version, the interval's inputs (as an S3 manifest) and the batch job request."""
-            from reelforge.stylegan2.weekly import plan_interval as plan
+            from reelforge.stylegan2.weekly_tasks import plan_interval as plan
 
             return plan(start=data_interval_start, end=data_interval_end, run_id=run_id)
 
@@ -91,17 +90,13 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
         )
 
         @task(
-            on_success_callback=SnsNotifier(
-                aws_conn_id=AWS_CONN_ID,
-                target_arn=TOPIC_ARN_TEMPLATE,
-                subject="ReelForge StyleGAN2 weekly batch ready: {{ data_interval_start | ds }}",
-                message="{{ ti.xcom_pull(task_ids='record_batch') }}",
-                message_attributes={"event": "stylegan2_batch_succeeded"},
-            )
+            on_success_callback=dag_defaults.success_notifier(
+                topic_variable=TOPIC_VARIABLE, event="stylegan2_batch_succeeded", message_from="record_batch",
+                subject="ReelForge StyleGAN2 weekly batch ready: {{ data_interval_start | ds }}"),
         )
         def record_batch(plan: dict, result: dict, dag=None, run_id=None) -> str:
             """``batch.json`` beside the outputs; the success message."""
-            from reelforge.stylegan2.weekly import record_batch as record
+            from reelforge.stylegan2.weekly_tasks import record_batch as record
 
             return record(plan=plan, result=result, dag_id=dag.dag_id, run_id=run_id)
 

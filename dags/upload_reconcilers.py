@@ -41,14 +41,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, task
 
 from reelforge import dag_defaults
-from reelforge.animate_anyone.settings import TOPIC_VARIABLE as animate_anyone_topic
-from reelforge.avatar.config import TOPIC_VARIABLE as avatar_topic
-from reelforge.stylegan2.config import TOPIC_VARIABLE as stylegan2_topic
-from reelforge.upload_watch import UploadWatch
-from reelforge.watches import ANIMATE_ANYONE, AVATAR, STYLEGAN2, reconcile_interval
-
-TAGS = {STYLEGAN2.name: "stylegan2", AVATAR.name: "avatar", ANIMATE_ANYONE.name: "animate-anyone"}
-TOPICS = {STYLEGAN2.name: stylegan2_topic, AVATAR.name: avatar_topic, ANIMATE_ANYONE.name: animate_anyone_topic}
+from reelforge.animate_anyone.watch import WATCH as ANIMATE_ANYONE
+from reelforge.avatar.watch import WATCH as AVATAR
+from reelforge.stylegan2.watch import WATCH as STYLEGAN2
+from reelforge.upload_watch import UploadWatch, reconcile_interval
 
 
 def reconciler(watch: UploadWatch) -> DAG:
@@ -63,10 +59,10 @@ def reconciler(watch: UploadWatch) -> DAG:
         max_active_runs=1,
         is_paused_upon_creation=False,
         dagrun_timeout=timedelta(minutes=30),
-        tags=["reelforge", TAGS[watch.name]],
+        tags=["reelforge", watch.tag],
         default_args=dag_defaults.default_args(
             owner="ml-platform", retries=2, retry_seconds=30, max_retry_delay=timedelta(minutes=5),
-            topic_variable=TOPICS[watch.name], event=f"{watch.name}_reconcile_failed",
+            topic_variable=watch.topic_variable, event=f"{watch.name}_reconcile_failed",
             title=f"ReelForge {watch.name} upload reconciler failed",
         ),
     ) as dag:

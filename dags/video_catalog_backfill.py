@@ -31,9 +31,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, Param, task
 
 from reelforge import dag_defaults
-from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, SR_TOPIC_VARIABLE, variable_template
+from reelforge.settings import AWS_CONN_ID, variable_template
+from reelforge.sr import settings as sr
 
-TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
+TOPIC_ARN = variable_template(sr.TOPIC_VARIABLE)
 #: The day partition: the logical date (scheduled and backfill runs), else the day a form run was made.
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 MAX_PARALLEL_VIDEOS = 4
@@ -63,7 +64,7 @@ with DAG(
     },
     default_args=dag_defaults.default_args(
         owner="media-platform", retries=2, retry_seconds=60, max_retry_delay=timedelta(minutes=30),
-        topic_variable=SR_TOPIC_VARIABLE, event="catalog_failed", title="ReelForge catalog backfill failed",
+        topic_variable=sr.TOPIC_VARIABLE, event="catalog_failed", title="ReelForge catalog backfill failed",
         extra={"day": f'"{DAY}"'},
     ),
 ) as dag:
@@ -86,7 +87,7 @@ with DAG(
 
     upscale = TriggerDagRunOperator.partial(
         task_id="upscale_video",
-        trigger_dag_id=SR_DAG_ID,
+        trigger_dag_id=sr.DAG_ID,
         wait_for_completion=True,
         deferrable=True,
         poke_interval=10,

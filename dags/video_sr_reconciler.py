@@ -34,13 +34,13 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, task
 
 from reelforge import dag_defaults
-from reelforge.settings import SR_DAG_ID, SR_TOPIC_VARIABLE, sr_reconcile_interval
+from reelforge.sr import settings as sr
 
 with DAG(
     dag_id="video_sr_reconciler",
     description="Start an SR run for every upload that no notification's run picked up.",
     doc_md=__doc__,
-    schedule=sr_reconcile_interval(),
+    schedule=sr.reconcile_interval(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -49,16 +49,16 @@ with DAG(
     tags=["reelforge", "super-resolution"],
     default_args=dag_defaults.default_args(
         owner="media-platform", retries=2, retry_seconds=30, max_retry_delay=timedelta(minutes=5),
-        topic_variable=SR_TOPIC_VARIABLE, event="sr_reconcile_failed", title="ReelForge SR reconciler failed",
+        topic_variable=sr.TOPIC_VARIABLE, event="sr_reconcile_failed", title="ReelForge SR reconciler failed",
     ),
 ) as dag:
 
     @task
     def find_unhandled(ti=None) -> list[dict]:
         """Uploads without a ledger entry, as trigger kwargs; the watermark to commit goes to XCom."""
-        from reelforge.sr.reconcile import reconcile_pass
+        from reelforge.sr.watch import reconcile_pass
 
-        found = reconcile_pass(ti.get_dr_count(dag_id=SR_DAG_ID, states=["queued", "running"]))
+        found = reconcile_pass(ti.get_dr_count(dag_id=sr.DAG_ID, states=["queued", "running"]))
         ti.xcom_push(key="watermark", value=found["watermark"])
         return found["runs"]
 
@@ -66,7 +66,7 @@ with DAG(
 
     start_sr_run = TriggerDagRunOperator.partial(
         task_id="start_sr_run",
-        trigger_dag_id=SR_DAG_ID,
+        trigger_dag_id=sr.DAG_ID,
         skip_when_already_exists=True,
         max_active_tis_per_dag=8,
     ).expand_kwargs(runs)
@@ -74,7 +74,7 @@ with DAG(
     @task(trigger_rule="none_failed")
     def commit_watermark(ti=None) -> None:
         """Advance the watermark only when every run of this pass exists."""
-        from reelforge.sr.reconcile import commit_watermark as commit
+        from reelforge.sr.watch import commit_watermark as commit
 
         commit(ti.xcom_pull(task_ids="find_unhandled", key="watermark"))
 

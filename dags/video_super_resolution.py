@@ -47,17 +47,14 @@ from reelforge.operators.slurm import SlurmJobOperator
 from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
-    SR_DAG_ID,
-    SR_MAX_ACTIVE_RUNS,
-    SR_TOPIC_VARIABLE,
     deadline_interval,
-    sr_ingest_queue_url,
     variable_template,
     wait_before_defer,
 )
 from reelforge.sr.form import form_params
+from reelforge.sr.settings import DAG_ID, MAX_ACTIVE_RUNS, TOPIC_VARIABLE, ingest_queue_url
 
-TOPIC_ARN = variable_template(SR_TOPIC_VARIABLE)
+TOPIC_ARN = variable_template(TOPIC_VARIABLE)
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 #: A Slurm step that ends within this many seconds is watched from its task and never deferred
 #: (saves the triggerer round trip on plan/assemble and on short clips); longer ones defer.
@@ -65,23 +62,23 @@ WAIT_BEFORE_DEFER_S = wait_before_defer(30)
 
 default_args = dag_defaults.default_args(
     owner="media-platform", retries=3, retry_seconds=30, max_retry_delay=timedelta(minutes=15),
-    topic_variable=SR_TOPIC_VARIABLE, event="sr_failed", title="ReelForge SR failed",
+    topic_variable=TOPIC_VARIABLE, event="sr_failed", title="ReelForge SR failed",
 )
 
 with DAG(
-    dag_id=SR_DAG_ID,
+    dag_id=DAG_ID,
     description="Upscale a legacy SD video 2-4x on the Slurm cluster and deliver it to S3.",
     doc_md=__doc__,
     # event-driven when the ingest queue is configured; else the reconciler or the form start runs
-    schedule=dag_defaults.queue_schedule("reelforge-sr-ingest", "sr_ingest_queue", sr_ingest_queue_url()),
+    schedule=dag_defaults.queue_schedule("reelforge-sr-ingest", "sr_ingest_queue", ingest_queue_url()),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=SR_MAX_ACTIVE_RUNS,
+    max_active_runs=MAX_ACTIVE_RUNS,
     tags=["reelforge", "super-resolution", "slurm"],
     default_args=default_args,
     template_searchpath=[INCLUDE_DIR],
     deadline=deadline_alert("sr", interval=deadline_interval("sr", default_minutes=360),
-                            topic_variable=SR_TOPIC_VARIABLE),
+                            topic_variable=TOPIC_VARIABLE),
     params={
         "source_uri": Param(
             None,
@@ -96,7 +93,7 @@ with DAG(
     @task(multiple_outputs=True)
     def prepare(params: dict, run_id: str, dag_run=None, triggering_asset_events=None) -> dict:
         """Resolve, validate and claim the source; skip duplicates and delivered jobs."""
-        from reelforge.sr.prepare import prepare_run
+        from reelforge.sr.tasks import prepare_run
 
         return prepare_run(params=params, run_id=run_id, events=triggering_asset_events,
                            conf=dag_run.conf if dag_run else None)
@@ -118,7 +115,7 @@ with DAG(
     @task(multiple_outputs=True)
     def read_plan(workdir: str) -> dict:
         """Read plan.json from shared storage to size the array."""
-        from reelforge.sr.prepare import read_plan_summary
+        from reelforge.sr.tasks import read_plan_summary
 
         return read_plan_summary(workdir)
 
@@ -157,7 +154,7 @@ with DAG(
     @task(multiple_outputs=True)
     def publish(spec: dict, estimate: dict) -> dict:
         """Check every delivered object in S3 and compose the success message."""
-        from reelforge.sr.prepare import publish_delivery
+        from reelforge.sr.tasks import publish_delivery
 
         return publish_delivery(spec, estimate)
 

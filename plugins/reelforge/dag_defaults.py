@@ -4,9 +4,9 @@ topic, and the event-driven schedule from an SQS queue of S3 notifications.
 A DAG file then reads like configuration::
 
     default_args = dag_defaults.default_args(owner="media-platform", retries=3, retry_seconds=30,
-                                             max_retry_delay=timedelta(minutes=15), topic_variable=SR_TOPIC_VARIABLE,
+                                             max_retry_delay=timedelta(minutes=15), topic_variable=TOPIC_VARIABLE,
                                              event="sr_failed", title="ReelForge SR failed")
-    schedule = dag_defaults.queue_schedule("reelforge-sr-ingest", "sr_ingest_queue", sr_ingest_queue_url())
+    schedule = dag_defaults.queue_schedule("reelforge-sr-ingest", "sr_ingest_queue", ingest_queue_url())
 
 (The deadline, the same for every DAG, is :func:`reelforge.deadlines.deadline_alert`.)
 """
@@ -49,6 +49,20 @@ def failure_notifier(*, topic_variable: str, event: str, title: str, extra: Mapp
         target_arn=variable_template(topic_variable),
         subject=title + ": {{ dag_run.run_id[:50] }}",
         message=failure_message(event, extra),
+        message_attributes={"event": event},
+    )
+
+
+def success_notifier(*, topic_variable: str, event: str, subject: str, message_from: str) -> Any:
+    """An ``SnsNotifier`` for a task's ``on_success_callback``: the message is what task ``message_from``
+    returned (XCom), on the workflow's topic, attribute ``event``; ``subject`` may be a template."""
+    from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+
+    return SnsNotifier(
+        aws_conn_id=AWS_CONN_ID,
+        target_arn=variable_template(topic_variable),
+        subject=subject,
+        message="{{ ti.xcom_pull(task_ids='" + message_from + "') }}",
         message_attributes={"event": event},
     )
 

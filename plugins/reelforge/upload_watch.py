@@ -1,7 +1,7 @@
 """Uploads that start a workflow with or without S3 notifications: a reconciler pass and a per-upload claim.
 
-The SR ingest path (``intake.py``, ``sr/reconcile.py``), generalised for workflows whose upload is one
-object version (a ``_READY`` marker, a ``.zip``, a manifest); ``watches.py`` describes each of them.
+The SR ingest path (``intake.py``, ``sr/watch.py``), generalised for workflows whose upload is one
+object version (a ``_READY`` marker, a ``.zip``, a manifest); each workflow's ``watch.py`` describes its own.
 
 * The first task of every run (``claim_upload``) records the upload version it picked up in the
   workflow's intake ledger and claims it with an S3 conditional write (``If-None-Match: *``) keyed by
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,15 +64,30 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class UploadWatch:
-    """A workflow fed by uploads: its DAG, the Variables' stem (``reelforge_<name>_reconcile_*``), its config."""
+    """A workflow fed by uploads: its DAG, the Variables' stem (``reelforge_<name>_reconcile_*``), its config.
+
+    ``tag`` and ``topic_variable`` are the workflow's DAG tag and SNS topic Variable, which its reconciler
+    DAG carries too.
+    """
 
     name: str
     dag_id: str
     max_active_runs: int
     config: Callable[[], WatchConfig]
+    tag: str
+    topic_variable: str
 
     def variable(self, what: str) -> str:
         return f"reelforge_{self.name}_reconcile_{what}"
+
+
+def reconcile_interval() -> timedelta:
+    """How often the training workflows' reconcilers list their prefixes (parse time, env).
+
+    ``REELFORGE_UPLOAD_RECONCILE_SECONDS``, default 300: an upload without a notification starts its run
+    within this period plus the grace period.
+    """
+    return timedelta(seconds=int(os.environ.get("REELFORGE_UPLOAD_RECONCILE_SECONDS", 300)))
 
 
 def timings(name: str) -> dict[str, timedelta]:

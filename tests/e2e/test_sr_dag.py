@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from reelforge.settings import SRSettings
 from reelforge.sr.form import defaults
 from reelforge.sr.job import build_job
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import S3Object
 from tests.media_utils import make_clip, probe
 

@@ -3,6 +3,10 @@
 ``plugins/reelforge/<workflow>/`` (sr, stylegan2, avatar, animate_anyone) may import
 ``reelforge.<shared module>`` and itself, never another workflow; shared modules (everything else
 under ``plugins/reelforge``) import no workflow package. DAG files may import anything.
+
+One file name per role in every workflow package: ``settings.py`` (its Variables, DAG id and SNS topic
+Variable), ``watch.py`` (what counts as its upload), ``tasks.py`` (the bodies of its main DAG's tasks),
+``<dag>_tasks.py`` for a second DAG's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import pytest
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "reelforge"
 WORKFLOWS = frozenset({"sr", "stylegan2", "avatar", "animate_anyone"})
 MAX_LINES = 400
+ROLES = ("settings.py", "watch.py", "tasks.py")
+#: Names other packages once used for these roles.
+OLD_ROLE_NAMES = ("config.py", "prepare.py", "training_run.py", "reconcile.py", "weekly.py", "watches.py")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,3 +52,19 @@ def test_a_module_is_small_or_says_why_not(path):
     lines = len(path.read_text().splitlines())
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert lines <= MAX_LINES or "longer than" in doc, f"{path.relative_to(PLUGINS)}: {lines} lines"
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+def test_a_workflow_package_names_each_role_the_same_way(workflow):
+    package = PLUGINS / workflow
+    assert [r for r in ROLES if not (package / r).is_file()] == [], f"{workflow} lacks a role module"
+    assert [p.name for p in package.glob("*.py") if p.name in OLD_ROLE_NAMES] == []
+    tree = ast.parse((package / "settings.py").read_text())
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+             if isinstance(t, ast.Name)}
+    assert {"DAG_ID", "TOPIC_VARIABLE", "MAX_ACTIVE_RUNS"} <= names, f"{workflow}/settings.py"
+
+
+def test_shared_modules_hold_no_workflow_settings():
+    shared = (PLUGINS / "settings.py").read_text()
+    assert not [w for w in WORKFLOWS if f"reelforge_{w}_" in shared], "a workflow's Variable in reelforge/settings.py"

@@ -15,8 +15,13 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 from moto import mock_aws
 
+from reelforge.animate_anyone import watch as animate_anyone_watch
+from reelforge.avatar import watch as avatar_watch
+from reelforge.settings import variable_template
 from reelforge.storage import S3Object
-from reelforge.stylegan2.training_run import dataset_from_events
+from reelforge.stylegan2 import watch as stylegan2_watch
+from reelforge.stylegan2.tasks import dataset_from_events
+from reelforge.stylegan2.watch import dataset_conf
 from reelforge.upload_watch import (
     UploadWatch,
     WatchConfig,
@@ -25,20 +30,15 @@ from reelforge.upload_watch import (
     grace_period,
     upload_from_conf,
 )
-from reelforge.watches import (
-    WATCHES,
-    animate_anyone_config,
-    avatar_config,
-    dataset_conf,
-    selfie_set_conf,
-    stylegan2_config,
-)
+
+WATCHES = (stylegan2_watch.WATCH, avatar_watch.WATCH, animate_anyone_watch.WATCH)
 
 GRACE = timedelta(seconds=60)
 CONFIG = WatchConfig(what="a dataset", ingest_bucket="ingest", ingest_prefix="stylegan2/datasets/",
                      state_bucket="state", state_prefix="stylegan2/", conf_for=dataset_conf, grace=GRACE,
                      overlap=timedelta(hours=1))
-WATCH = UploadWatch(name="stylegan2", dag_id="stylegan2_training", max_active_runs=4, config=lambda: CONFIG)
+WATCH = UploadWatch(name="stylegan2", dag_id="stylegan2_training", max_active_runs=4, config=lambda: CONFIG,
+                    tag="stylegan2", topic_variable="reelforge_stylegan2_topic_arn")
 
 
 @pytest.fixture
@@ -201,8 +201,8 @@ def locations(config: WatchConfig) -> tuple[str, str, str, str]:
 @pytest.mark.parametrize("overridden", [False, True], ids=["defaults", "overridden"])
 def test_the_watches_read_the_workflows_own_variables(workflow_variables, overridden):
     from reelforge.animate_anyone.settings import aa_settings
-    from reelforge.avatar.config import avatar_settings
-    from reelforge.stylegan2.config import stylegan2_settings
+    from reelforge.avatar.settings import avatar_settings
+    from reelforge.stylegan2.settings import stylegan2_settings
 
     if overridden:
         for name, value in [("STYLEGAN2_ARTIFACTS_BUCKET", "sg-art"), ("STYLEGAN2_ARTIFACTS_PREFIX", "sg/a/"),
@@ -211,10 +211,10 @@ def test_the_watches_read_the_workflows_own_variables(workflow_variables, overri
                             ("ANIMATE_ANYONE_OUTPUT_BUCKET", "aa-out"), ("ANIMATE_ANYONE_OUTPUT_PREFIX", "aa/")]:
             workflow_variables.setenv(f"AIRFLOW_VAR_REELFORGE_{name}", value)
     sg2, avatar, aa = stylegan2_settings(), avatar_settings(), aa_settings()
-    assert locations(stylegan2_config())[2:] == (sg2.artifacts_bucket, sg2.artifacts_prefix)
-    assert locations(avatar_config()) == (avatar.ingest_bucket, avatar.ingest_prefix, avatar.artifacts_bucket,
-                                          avatar.artifacts_prefix)
-    assert locations(animate_anyone_config())[2:] == (aa.output_bucket, aa.output_prefix)
+    assert locations(stylegan2_watch.watch_config())[2:] == (sg2.artifacts_bucket, sg2.artifacts_prefix)
+    assert locations(avatar_watch.watch_config()) == (avatar.ingest_bucket, avatar.ingest_prefix,
+                                                      avatar.artifacts_bucket, avatar.artifacts_prefix)
+    assert locations(animate_anyone_watch.watch_config())[2:] == (aa.output_bucket, aa.output_prefix)
 
 
 KEYS = ["avatar/incoming/jane/2026-05/_READY", "avatar/incoming/jane/2026-05/a.jpg", "avatar/incoming/jane/_READY",
@@ -223,27 +223,34 @@ KEYS = ["avatar/incoming/jane/2026-05/_READY", "avatar/incoming/jane/2026-05/a.j
         "stylegan2/datasets/faces.ZIP", "stylegan2/datasets/x/img001.png", "stylegan2/_READY"]
 
 
-def test_the_upload_rules_agree_with_the_workflows_first_tasks(workflow_variables):
-    from reelforge.avatar.config import avatar_settings
-    from reelforge.avatar.plan import selfies_from_marker
-
-    settings = avatar_settings()
-    selfies = selfie_set_conf(settings.ingest_bucket, settings.ingest_prefix)
-    for bucket in (settings.ingest_bucket, "elsewhere"):
+def test_the_upload_rules_pick_the_uploads_each_workflow_accepts(workflow_variables):
+    """The reconciler's rule (``conf_for``) and a notification's (``plan_run``'s reading of asset events)."""
+    workflow_variables.setenv("AIRFLOW_VAR_REELFORGE_AVATAR_INGEST_BUCKET", "ingest")
+    selfies = avatar_watch.watch_config().conf_for
+    accepted_sets = {("ingest", "avatar/incoming/jane/2026-05/_READY"):
+                     {"user_id": "jane", "selfies_uri": "s3://ingest/avatar/incoming/jane/2026-05/"}}
+    datasets = {"stylegan2/datasets/anime+faces/_READY": "stylegan2/datasets/anime+faces/",
+                "stylegan2/datasets/faces.ZIP": "stylegan2/datasets/faces.ZIP", "stylegan2/_READY": "stylegan2/",
+                "avatar/incoming/jane/2026-05/_READY": "avatar/incoming/jane/2026-05/",
+                "avatar/incoming/jane/_READY": "avatar/incoming/jane/", "avatar/incoming/_READY": "avatar/incoming/",
+                "avatar/incoming/a/b/c/_READY": "avatar/incoming/a/b/c/",
+                "avatar/incoming/-x/s/_READY": "avatar/incoming/-x/s/",
+                "avatar/incoming/" + "u" * 65 + "/s/_READY": "avatar/incoming/" + "u" * 65 + "/s/",
+                "other/jane/s/_READY": "other/jane/s/"}
+    for bucket in ("ingest", "elsewhere"):
         for key in KEYS:
-            found = selfies_from_marker(bucket, key, settings)
-            expected = None if found is None else {"user_id": found[0], "selfies_uri": found[1]}
-            assert selfies(S3Object(bucket, key)) == expected, key
-            ours = dataset_conf(S3Object(bucket, key))
-            theirs = dataset_from_events(events({"uri": f"s3://{bucket}/{key}", "version_id": None, "etag": None}))
-            assert (ours or {}).get("dataset_uri") == theirs, key
+            assert selfies(S3Object(bucket, key)) == accepted_sets.get((bucket, key)), key
+            expected = f"s3://{bucket}/{datasets[key]}" if key in datasets else None
+            assert (dataset_conf(S3Object(bucket, key)) or {}).get("dataset_uri") == expected, key
+            found = dataset_from_events(events({"uri": f"s3://{bucket}/{key}", "version_id": None, "etag": None}))
+            assert found == expected, key
 
 
 def test_a_selfie_set_is_its_ready_marker_under_a_user_folder(s3, workflow_variables):
     for name, value in [("AVATAR_INGEST_BUCKET", "ingest"), ("AVATAR_ARTIFACTS_BUCKET", "state"),
                         ("AVATAR_RECONCILE_GRACE_SECONDS", "60")]:
         workflow_variables.setenv(f"AIRFLOW_VAR_REELFORGE_{name}", value)
-    config = avatar_config()
+    config = avatar_watch.watch_config()
     assert (config.ingest_prefix, config.grace, config.ledger.prefix) == (
         "avatar/incoming/", GRACE, "avatar/_intake/")
     for i in range(3):
@@ -258,7 +265,7 @@ def test_a_selfie_set_is_its_ready_marker_under_a_user_folder(s3, workflow_varia
 def test_every_object_under_the_manifest_prefix_is_a_manifest(s3, workflow_variables):
     workflow_variables.setenv("AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_MANIFEST_BUCKET", "ingest")
     workflow_variables.setenv("AIRFLOW_VAR_REELFORGE_ANIMATE_ANYONE_OUTPUT_BUCKET", "state")
-    config = animate_anyone_config()
+    config = animate_anyone_watch.watch_config()
     assert (config.ingest_prefix, config.ledger.prefix) == ("animate-anyone/manifests/", "animate-anyone/_intake/")
     manifest = put(s3, "animate-anyone/manifests/dance v2.json", b"[]")
     put(s3, "animate-anyone/other/x.json", b"[]")
@@ -266,7 +273,7 @@ def test_every_object_under_the_manifest_prefix_is_a_manifest(s3, workflow_varia
     assert run["conf"] == {"manifest_uri": manifest["uri"], "reelforge_upload": manifest}
 
 
-def test_each_watch_knows_its_dags_max_active_runs():
+def test_each_watch_names_its_dag_its_max_active_runs_and_its_tag_and_topic():
     from airflow.dag_processing.dagbag import DagBag
 
     dags = Path(__file__).resolve().parents[2] / "dags"
@@ -275,6 +282,8 @@ def test_each_watch_knows_its_dags_max_active_runs():
         assert not bag.import_errors, bag.import_errors
         dag = bag.dags[watch.dag_id]
         assert dag.max_active_runs == watch.max_active_runs, watch.dag_id
+        assert watch.tag in dag.tags, watch.dag_id
+        assert dag.default_args["on_failure_callback"].target_arn == variable_template(watch.topic_variable)
         assert dag.task_dict["claim_upload"].downstream_task_ids == {dag.task_dict[t].task_id for t in
                                                                        ("plan", "stage_manifest") if t in dag.task_dict}
 

@@ -16,6 +16,9 @@ from reelforge.settings import required, setting
 
 PREFIX = "reelforge_animate_anyone_"
 TOPIC_VARIABLE = "reelforge_animate_anyone_topic_arn"
+#: The training DAG's id and ``max_active_runs`` (its upload reconciler reads both).
+DAG_ID = "animate_anyone_training"
+MAX_ACTIVE_RUNS = 4
 #: The local stack's MLflow tracking server (tests start it; see containers/animate_anyone/README.md).
 AA_MLFLOW_DEFAULT = "http://127.0.0.1:5055"
 
@@ -33,6 +36,22 @@ def aa_deadline() -> timedelta:
 def aa_poll_interval() -> float:
     """Seconds between Slurm state polls of the training jobs (parse time; tests shorten it)."""
     return float(os.environ.get("REELFORGE_AA_POLL_SECONDS", "30"))
+
+
+def _folder(value: str) -> str:
+    return value if not value or value.endswith("/") else value + "/"
+
+
+def manifest_location() -> tuple[str, str]:
+    """Where training-data manifests are uploaded: ``reelforge_animate_anyone_manifest_bucket``/``_prefix``."""
+    return (setting(PREFIX + "manifest_bucket", "reelforge-ingest"),
+            _folder(setting(PREFIX + "manifest_prefix", "animate-anyone/manifests/")))
+
+
+def output_location() -> tuple[str, str]:
+    """Checkpoints, exports and the intake ledger: ``reelforge_animate_anyone_output_bucket``/``_prefix``."""
+    return (setting(PREFIX + "output_bucket", "reelforge-output"),
+            _folder(setting(PREFIX + "output_prefix", "animate-anyone/")))
 
 
 @dataclass(frozen=True)
@@ -71,10 +90,11 @@ def aa_settings() -> AASettings:
     extra = json.loads(s("sbatch_args", "[]"))
     if not isinstance(extra, list) or not all(isinstance(a, str) and a.startswith("-") for a in extra):
         raise ValueError(f"{PREFIX}sbatch_args must be a JSON list of sbatch options, got {extra!r}")
+    output_bucket, output_prefix = output_location()
     return AASettings(
         cluster_work_root=setting("reelforge_cluster_work_root", "/fsx/reelforge"),
-        output_bucket=s("output_bucket", "reelforge-output"),
-        output_prefix=s("output_prefix", "animate-anyone/"),
+        output_bucket=output_bucket,
+        output_prefix=output_prefix,
         topic_arn=required(TOPIC_VARIABLE, "the AnimateAnyone SNS topic ARN"),
         mlflow_tracking_uri=s("mlflow_tracking_uri", AA_MLFLOW_DEFAULT),
         mlflow_experiment=s("mlflow_experiment", "reelforge-animate-anyone"),

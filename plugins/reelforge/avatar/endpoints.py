@@ -16,7 +16,7 @@ from airflow.providers.amazon.aws.operators.sagemaker import (
     serialize,
 )
 
-from reelforge.avatar.config import AvatarSettings
+from reelforge.avatar.settings import AvatarSettings
 from reelforge.sagemaker_requests import digest, s3_uri
 
 log = logging.getLogger(__name__)

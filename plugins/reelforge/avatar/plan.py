@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from reelforge.avatar.config import AvatarSettings
 from reelforge.avatar.limits import limit_problems
+from reelforge.avatar.settings import AvatarSettings
 from reelforge.sagemaker_requests import (
     JOB_NAME_RE,
     PROC,
@@ -94,17 +94,6 @@ def form_params(params: dict[str, Any]) -> dict[str, Any]:
         if not p["selfies_uri"].endswith("/"):
             raise InvalidParamsError("selfies_uri must be a prefix ending in '/'")
     return p
-
-
-def selfies_from_marker(bucket: str, key: str, settings: AvatarSettings) -> tuple[str, str] | None:
-    """An upload of ``<ingest prefix><user id>/<set>/_READY`` → ``(user id, s3://…/<set>/)``; else None."""
-    path = PurePosixPath(key)
-    if path.name != MARKER or bucket != settings.ingest_bucket or not key.startswith(settings.ingest_prefix):
-        return None
-    parts = PurePosixPath(key[len(settings.ingest_prefix):]).parts
-    if len(parts) != 3 or not USER_ID_RE.fullmatch(parts[0]):
-        return None
-    return parts[0], f"s3://{bucket}/{path.parent.as_posix()}/"
 
 
 def check_selfies(objects: list[dict[str, Any]], heads: dict[str, bytes], settings: AvatarSettings) -> list[str]:

@@ -8,7 +8,6 @@ import tempfile
 import time
 from typing import Any
 
-from reelforge.avatar.config import AvatarSettings, avatar_settings
 from reelforge.avatar.mme import MmeResponseError, decode_image, sample_request
 from reelforge.avatar.package import (
     PackageError,
@@ -17,7 +16,9 @@ from reelforge.avatar.package import (
     manifest_path,
     verify_manifest,
 )
-from reelforge.avatar.plan import check_selfies, form_params, generation_requests, plan_avatar, selfies_from_marker
+from reelforge.avatar.plan import check_selfies, form_params, generation_requests, plan_avatar
+from reelforge.avatar.settings import AvatarSettings, avatar_settings
+from reelforge.avatar.watch import selfies_from_marker
 from reelforge.sagemaker_requests import InvalidParamsError, aws_client, list_objects, s3_console, split_s3_uri
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any
     params = dict(params)
     if not params.get("selfies_uri"):
         for obj in sources_from_asset_events(events):
-            found = selfies_from_marker(obj.bucket, obj.key, settings)
+            found = selfies_from_marker(obj.bucket, obj.key, settings.ingest_bucket, settings.ingest_prefix)
             if found:
                 params["user_id"], params["selfies_uri"] = found
                 break

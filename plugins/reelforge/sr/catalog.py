@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from reelforge.s3_objects import object_exists
-from reelforge.settings import SRSettings
 from reelforge.sr import form
 from reelforge.sr.job import build_job
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import VIDEO_EXTENSIONS, InvalidSourceError, S3Object, parse_s3_uri, validate_key
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,9 @@ import json
 import logging
 from typing import Any
 
-from reelforge.settings import AWS_CONN_ID, SR_DAG_ID, setting, sr_mpix_per_second, sr_settings
+from reelforge.settings import AWS_CONN_ID, setting
 from reelforge.sr.catalog import CATALOG_PARAMS, list_day, list_videos, plan_day, read_manifest, summarize
+from reelforge.sr.settings import DAG_ID, sr_mpix_per_second, sr_settings
 from reelforge.storage import InvalidSourceError, S3Object
 
 log = logging.getLogger(__name__)
@@ -101,14 +102,14 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     failed_tasks: dict[str, list[str]] = {}
     for item in day_plan["todo"]:
         try:
-            state = RuntimeTaskInstance.get_dagrun_state(SR_DAG_ID, item["run_id"])
+            state = RuntimeTaskInstance.get_dagrun_state(DAG_ID, item["run_id"])
             # A DagRunState enum: its value ("success"), not str() ("DagRunState.SUCCESS" on Python 3.11).
             states[item["run_id"]] = getattr(state, "value", state)
         except Exception as err:  # noqa: BLE001 - a run that never started has no state
             log.warning("no state for %s: %s", item["run_id"], err)
             continue
         if states[item["run_id"]] != "success":
-            tis = RuntimeTaskInstance.get_task_states(dag_id=SR_DAG_ID, run_ids=[item["run_id"]])
+            tis = RuntimeTaskInstance.get_task_states(dag_id=DAG_ID, run_ids=[item["run_id"]])
             failed_tasks[item["run_id"]] = sorted(
                 t for t, s in tis.get(item["run_id"], {}).items() if s in {"failed", "upstream_failed"}
             )

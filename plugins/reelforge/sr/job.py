@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from reelforge.settings import SRSettings
 from reelforge.sr.form import PRIORITY_NICE, RESULT_FIELDS
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import (
     S3Object,
     ascii_sr_output_prefix,

@@ -26,11 +26,11 @@ from reelforge_avatar.base_model import PRODUCTION_BASE_ID, PRODUCTION_BASE_REVI
 from reelforge_avatar.cli import main
 from tiny_pipeline import BASE_ID, BASE_REVISION, RESOLUTION
 
-from reelforge.avatar.config import AvatarSettings
 from reelforge.avatar.limits import ASYNC_INVOCATION_LIMIT_S, max_steps
 from reelforge.avatar.mme import MmeResponseError, decode_image, sample_request
 from reelforge.avatar.package import expected_manifest, inspect_package, verify_manifest
 from reelforge.avatar.plan import form_params, generation_requests, plan_avatar
+from reelforge.avatar.settings import AvatarSettings
 from reelforge.sagemaker_requests import InvalidParamsError
 
 FORM = {"user_id": "Jane.Doe_42", "selfies_uri": "s3://in/avatar/incoming/jane/s/", "steps": 400, "lora_rank": 16,
@@ -79,7 +79,7 @@ def test_the_preprocessing_arguments_are_the_container_cli(tmp_path, monkeypatch
 def test_the_default_serving_base_is_the_one_the_container_pins(monkeypatch):
     from airflow.sdk import Variable
 
-    from reelforge.avatar.config import avatar_settings
+    from reelforge.avatar.settings import avatar_settings
 
     # only the settings that name an account (which have no default) are set
     account = {"reelforge_avatar_topic_arn": "arn:aws:sns:eu-west-1:000000000000:t",

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from reelforge.stylegan2.training_run import container_metrics, final_fid, judge
+from reelforge.stylegan2.tasks import container_metrics, final_fid, judge
 
 CHECKPOINTS = "s3://artifacts/sg2/runs/k/checkpoints/"
 MODEL = "s3://artifacts/sg2/runs/k/model/job/output/model.tar.gz"

@@ -75,7 +75,7 @@ def test_training_run_prepares_trains_registers_and_samples_on_the_built_image(s
     assert result.returncode == 0, (result.stdout[-6000:] + result.stderr[-6000:]
                                     + training_run["server_log"].read_text()[-6000:])
     image = training_run["image_uri"]
-    from reelforge.stylegan2.jobs import dataset_fingerprint
+    from reelforge.stylegan2.plan import dataset_fingerprint
 
     # Prep: the container read the uploaded images and wrote NVlabs' dataset zip and its report.
     objects = stack.s3.list_objects_v2(Bucket=INGEST, Prefix=training_run["prefix"])["Contents"]

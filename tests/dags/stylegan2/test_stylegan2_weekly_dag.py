@@ -52,7 +52,7 @@ def test_weekly_dag_is_weekly_with_catchup():
 
 
 def test_inputs_in_interval_is_half_open_and_skips_folders():
-    from reelforge.stylegan2.weekly import inputs_in_interval
+    from reelforge.stylegan2.weekly_tasks import inputs_in_interval
 
     start, end = datetime(2026, 1, 4, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)
     objects = [{"Key": "b.json", "LastModified": start}, {"Key": "a.png", "LastModified": end - timedelta(seconds=1)},
@@ -62,7 +62,7 @@ def test_inputs_in_interval_is_half_open_and_skips_folders():
 
 
 def test_latest_approved_model_before_the_interval_end(stack):
-    from reelforge.stylegan2.weekly import latest_approved_model
+    from reelforge.stylegan2.weekly_tasks import latest_approved_model
 
     group = f"{stack.model_package_group}-pick"
     stack.sm.create_model_package_group(ModelPackageGroupName=group)
@@ -92,7 +92,7 @@ def trained_model_url(stack, training_run) -> str:
 
 @pytest.mark.timeout(1800)  # the shared training run (Docker, NVlabs on the CPU) counts here
 def test_weekly_batch_uses_the_approved_model_and_the_weeks_inputs_once(stack, training_run, shared_data, inbox):
-    from reelforge.stylegan2.weekly import weekly_job_name
+    from reelforge.stylegan2.weekly_tasks import weekly_job_name
 
     start, end = this_week()
     group = stack.model_package_group + GROUP_SUFFIX

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reelforge.avatar.config import AvatarSettings
 from reelforge.avatar.package import PackageError, inspect_package, verify_manifest
-from reelforge.avatar.plan import check_selfies, form_params, model_name, plan_avatar, selfies_from_marker
+from reelforge.avatar.plan import check_selfies, form_params, model_name, plan_avatar
+from reelforge.avatar.settings import AvatarSettings
+from reelforge.avatar.watch import selfies_from_marker
 from reelforge.sagemaker_requests import InvalidParamsError
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 12
@@ -168,9 +169,9 @@ def test_bad_forms_are_refused(change, reason):
 
 def test_an_upload_marker_names_the_user_and_the_set():
     s = settings(ingest_bucket="in", ingest_prefix="avatar/incoming/")
-    assert selfies_from_marker("in", "avatar/incoming/jane/2026-05/_READY", s) == (
+    assert selfies_from_marker("in", "avatar/incoming/jane/2026-05/_READY", s.ingest_bucket, s.ingest_prefix) == (
         "jane", "s3://in/avatar/incoming/jane/2026-05/")
     for bucket, key in [("in", "avatar/incoming/jane/2026-05/a.jpg"), ("other", "avatar/incoming/jane/s/_READY"),
                         ("in", "avatar/incoming/_READY"), ("in", "avatar/incoming/a/b/c/_READY"),
                         ("in", "avatar/incoming/../x/_READY")]:
-        assert selfies_from_marker(bucket, key, s) is None, key
+        assert selfies_from_marker(bucket, key, s.ingest_bucket, s.ingest_prefix) is None, key

@@ -8,9 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reelforge.settings import SRSettings
 from reelforge.sr.catalog import CATALOG_PARAMS, list_videos, plan_day, read_manifest
 from reelforge.sr.job import build_job
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import InvalidSourceError, S3Object
 
 SETTINGS = SRSettings(

@@ -20,9 +20,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from reelforge.settings import SRSettings
 from reelforge.sr.form import FIELDS, RESULT_FIELDS, defaults, form_params
 from reelforge.sr.job import build_job, worker_env
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import S3Object
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,8 +10,8 @@ import pytest
 from moto import mock_aws
 
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, version_digest
-from reelforge.settings import SR_MAX_ACTIVE_RUNS, SRSettings
-from reelforge.sr.reconcile import find_unhandled, grace_period, sr_ledger
+from reelforge.sr.settings import MAX_ACTIVE_RUNS, SRSettings
+from reelforge.sr.watch import find_unhandled, grace_period, sr_ledger
 from reelforge.storage import InvalidSourceError, S3Object
 from reelforge.uploads import check_size, pin_source
 
@@ -76,13 +76,13 @@ def test_a_backlog_holds_uploads_back_for_the_backlog_grace_then_they_are_recove
     settings = dataclasses.replace(SETTINGS, reconcile_backlog_grace_seconds=600)
     waiting = upload(s3, "sr/incoming/queued.mp4")
     now = later(120)  # well past the 60 s grace
-    busy = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS, busy_at=None, now=now)
+    busy = grace_period(settings, active_runs=MAX_ACTIVE_RUNS, busy_at=None, now=now)
     assert busy == timedelta(seconds=600)
     assert find_unhandled(s3, settings, None, now=now, grace=busy)[0] == []
     # just after the backlog drains: one more grace period of patience for the last queued events
-    drained = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=30))
+    drained = grace_period(settings, active_runs=MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=30))
     assert drained == busy
-    idle = grace_period(settings, active_runs=SR_MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=61))
+    idle = grace_period(settings, active_runs=MAX_ACTIVE_RUNS - 1, busy_at=now, now=now + timedelta(seconds=61))
     assert idle == timedelta(seconds=60)
     (run,) = find_unhandled(s3, settings, None, now=now + timedelta(seconds=61), grace=idle)[0]
     assert run["trigger_run_id"] == reconcile_run_id(waiting)

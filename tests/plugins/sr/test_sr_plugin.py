@@ -9,7 +9,6 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reelforge.settings import SRSettings
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import DeliveryError, success_message, verify_delivery
 from reelforge.sr.form import FRAME_RATES
@@ -21,6 +20,7 @@ from reelforge.sr.job import (
     segment_time_limit,
     worker_env,
 )
+from reelforge.sr.settings import SRSettings
 from reelforge.storage import InvalidSourceError, S3Object, job_id, parse_s3_uri, safe_stem, sr_output_prefix
 from reelforge.uploads import (
     further_sources,
@@ -292,7 +292,8 @@ def test_the_estimate_counts_the_frames_the_model_sees_and_packs_segments_onto_p
             "segments": [{"start_frame": a, "end_frame": b} for a, b in ((0, 100), (100, 200), (200, 300),
                                                                          (300, 350))]}
     assert model_estimate(plan, 2.304, 2) == {"model_seconds": 35.0, "task_seconds": 35.0, "wall_seconds": 20.0,
-                                              "mpix_per_second": 2.304, "startup_seconds": 0.0, "parallel": 2}
+                                              "mpix_per_second": 2.304, "startup_seconds": 0.0, "parallel": 2,
+                                              "full_speed_tasks": 2.0}
     assert model_estimate(plan, 2.304, 8)["wall_seconds"] == 10.0
     # 3 s to start each task: 4 start-ups in all, two on the busier of 2 parallel tasks
     with_startup = model_estimate(plan, 2.304, 2, startup_seconds=3)

@@ -6,8 +6,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reelforge.settings import SRSettings
 from reelforge.sr.job import InvalidSettingsError, build_job
+from reelforge.sr.settings import SRSettings
 from reelforge.sr.upload_settings import object_metadata, parse_profiles, upload_params
 from reelforge.storage import S3Object
 

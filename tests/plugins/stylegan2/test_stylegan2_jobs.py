@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from reelforge.sagemaker_requests import JOB_NAME_RE, InvalidParamsError, run_key
-from reelforge.stylegan2.config import StyleGAN2Settings
-from reelforge.stylegan2.jobs import METRIC_DEFINITIONS, dataset_fingerprint, plan_training, training_params
-from reelforge.stylegan2.training_run import dataset_from_events
+from reelforge.stylegan2.plan import METRIC_DEFINITIONS, dataset_fingerprint, plan_training, training_params
+from reelforge.stylegan2.settings import StyleGAN2Settings
+from reelforge.stylegan2.tasks import dataset_from_events
 
 SETTINGS = StyleGAN2Settings(
     image_uri="acct.dkr.ecr.eu-west-1.amazonaws.com/reelforge-stylegan2:1", role_arn="arn:aws:iam::1:role/r",

@@ -16,6 +16,9 @@ from reelforge.settings import required, setting, variable_template
 #: Production sets ``reelforge_avatar_topic_arn`` (and, for users' messages, ``..._user_topic_arn``).
 TOPIC_VARIABLE = "reelforge_avatar_topic_arn"
 TOPIC_ARN_TEMPLATE = variable_template(TOPIC_VARIABLE)
+#: The personalization DAG's id and ``max_active_runs`` (its upload reconciler reads both).
+DAG_ID = "avatar_personalization"
+MAX_ACTIVE_RUNS = 8
 USER_TOPIC_ARN_TEMPLATE = "{{ var.value.get('reelforge_avatar_user_topic_arn', var.value.reelforge_avatar_topic_arn) }}"
 
 
@@ -30,6 +33,18 @@ def triton_image_beside(image_uri: str) -> str:
     if not sep or "/" in tag or not repo.endswith("/reelforge-avatar"):
         return ""
     return f"{repo}-triton:{tag}"
+
+
+def ingest_location() -> tuple[str, str]:
+    """Where selfie sets are uploaded: ``reelforge_avatar_ingest_bucket``/``_prefix``."""
+    return (setting("reelforge_avatar_ingest_bucket", "reelforge-ingest"),
+            _prefix(setting("reelforge_avatar_ingest_prefix", "avatar/incoming/")))
+
+
+def artifacts_location() -> tuple[str, str]:
+    """Crops, packages and the intake ledger: ``reelforge_avatar_artifacts_bucket``/``_prefix``."""
+    return (setting("reelforge_avatar_artifacts_bucket", "reelforge-artifacts"),
+            _prefix(setting("reelforge_avatar_artifacts_prefix", "avatar/")))
 
 
 @dataclass(frozen=True)
@@ -87,14 +102,14 @@ class AvatarSettings:
 
 def avatar_settings() -> AvatarSettings:
     topic = required(TOPIC_VARIABLE, "the avatar SNS topic ARN")
-    artifacts_bucket = setting("reelforge_avatar_artifacts_bucket", "reelforge-artifacts")
-    artifacts_prefix = _prefix(setting("reelforge_avatar_artifacts_prefix", "avatar/"))
+    artifacts_bucket, artifacts_prefix = artifacts_location()
+    ingest_bucket, ingest_prefix = ingest_location()
     image = required("reelforge_avatar_image_uri", "the avatar image in ECR")
     return AvatarSettings(
         image_uri=image,
         role_arn=required("reelforge_avatar_role_arn", "the SageMaker execution role of the avatar jobs"),
-        ingest_bucket=setting("reelforge_avatar_ingest_bucket", "reelforge-ingest"),
-        ingest_prefix=_prefix(setting("reelforge_avatar_ingest_prefix", "avatar/incoming/")),
+        ingest_bucket=ingest_bucket,
+        ingest_prefix=ingest_prefix,
         artifacts_bucket=artifacts_bucket,
         artifacts_prefix=artifacts_prefix,
         output_bucket=setting("reelforge_avatar_output_bucket", "reelforge-output"),

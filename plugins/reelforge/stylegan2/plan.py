@@ -24,7 +24,7 @@ from reelforge.sagemaker_requests import (
     split_s3_uri,
     tags,
 )
-from reelforge.stylegan2.config import StyleGAN2Settings
+from reelforge.stylegan2.settings import StyleGAN2Settings
 
 ENTRYPOINT = ["reelforge-stylegan2"]
 RESOLUTIONS = (64, 128, 256, 512, 1024)

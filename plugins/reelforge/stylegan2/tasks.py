@@ -7,32 +7,25 @@ import json
 import logging
 import math
 import tarfile
-from pathlib import PurePosixPath
 from typing import Any
 
 from reelforge.sagemaker_requests import InvalidParamsError, aws_client, digest, list_objects, s3_console, split_s3_uri
-from reelforge.stylegan2.config import stylegan2_settings
-from reelforge.stylegan2.jobs import generation_config, plan_training
+from reelforge.stylegan2.plan import generation_config, plan_training
+from reelforge.stylegan2.settings import stylegan2_settings
+from reelforge.stylegan2.watch import dataset_uri
 
 log = logging.getLogger(__name__)
 
 METRICS_OBJECT = "reelforge-metrics.json"  # written by the container's train entry into the checkpoint dir
 OUTPUT_ARCHIVE = "output.tar.gz"  # SageMaker's archive of the job's /opt/ml/output/data, beside model.tar.gz
 OUTPUT_METRICS = ("metrics.json", "data/metrics.json")  # the entry's copy in there (local mode keeps data/)
-DATASET_MARKER = "_READY"
 
 
 def dataset_from_events(events: Any) -> str | None:
-    """An upload that starts a run: ``<prefix>/_READY`` (the folder is the dataset) or a ``.zip`` of images."""
+    """The dataset of the first upload among a run's asset events that is one (:func:`watch.dataset_uri`)."""
     from reelforge.uploads import sources_from_asset_events
 
-    for obj in sources_from_asset_events(events):
-        path = PurePosixPath(obj.key)
-        if path.name == DATASET_MARKER:
-            return f"s3://{obj.bucket}/{path.parent.as_posix()}/"
-        if path.suffix.lower() == ".zip":
-            return obj.uri
-    return None
+    return next((uri for obj in sources_from_asset_events(events) if (uri := dataset_uri(obj))), None)
 
 
 def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any) -> dict[str, Any]:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from reelforge.settings import (
-    AWS_CONN_ID,
-    SLURM_CONN_ID,
-    setting,
-    sr_ingest_queue_url,
-    sr_mpix_per_second,
-    sr_settings,
-    sr_task_startup_seconds,
-)
+from reelforge.settings import AWS_CONN_ID, SLURM_CONN_ID, setting
 from reelforge.sr.claims import ClaimOutcome, claim_job
 from reelforge.sr.delivery import success_message, verify_delivery
 from reelforge.sr.job import (
@@ -25,8 +17,9 @@ from reelforge.sr.job import (
     worker_env,
 )
 from reelforge.sr.preflight import preflight
-from reelforge.sr.reconcile import sr_ledger
+from reelforge.sr.settings import ingest_queue_url, sr_mpix_per_second, sr_settings, sr_task_startup_seconds
 from reelforge.sr.upload_settings import PROFILES_VARIABLE, object_metadata, parse_profiles, upload_params
+from reelforge.sr.watch import sr_ledger
 from reelforge.storage import InvalidSourceError, S3Object
 from reelforge.uploads import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
 
@@ -56,7 +49,7 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any,
     settings = sr_settings()
     # first, before anything can skip or fail this run: the other uploads folded into it get runs of their own
     if further := further_sources(params.get("source_uri"), events):
-        hand_back(_sqs_client(), sr_ingest_queue_url(), further, run_id=run_id)
+        hand_back(_sqs_client(), ingest_queue_url(), further, run_id=run_id)
     try:
         source = resolve_source(params.get("source_uri"), events)
         if source is None:

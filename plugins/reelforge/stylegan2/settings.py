@@ -16,6 +16,9 @@ from reelforge.settings import required, setting, variable_template
 
 TOPIC_VARIABLE = "reelforge_stylegan2_topic_arn"
 TOPIC_ARN_TEMPLATE = variable_template(TOPIC_VARIABLE)
+#: The training DAG's id and ``max_active_runs`` (its upload reconciler reads both).
+DAG_ID = "stylegan2_training"
+MAX_ACTIVE_RUNS = 4
 
 
 def deadline_interval(name: str, default_minutes: int) -> timedelta:
@@ -27,6 +30,18 @@ def deadline_interval(name: str, default_minutes: int) -> timedelta:
 def dataset_queue_url() -> str | None:
     """SQS queue receiving the dataset prefix's S3 notifications (env: read at parse time, no DB)."""
     return os.environ.get("REELFORGE_STYLEGAN2_DATASET_QUEUE_URL") or None
+
+
+def dataset_location() -> tuple[str, str]:
+    """Where datasets are uploaded: bucket and folder (``reelforge_stylegan2_dataset_bucket``/``_prefix``)."""
+    return (setting("reelforge_stylegan2_dataset_bucket", "reelforge-ingest"),
+            folder(setting("reelforge_stylegan2_dataset_prefix", "stylegan2/datasets/")))
+
+
+def artifacts_location() -> tuple[str, str]:
+    """Prepared datasets, checkpoints and the intake ledger: ``reelforge_stylegan2_artifacts_bucket``/``_prefix``."""
+    return (setting("reelforge_stylegan2_artifacts_bucket", "reelforge-artifacts"),
+            folder(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")))
 
 
 @dataclass(frozen=True)
@@ -48,11 +63,12 @@ class StyleGAN2Settings:
 
 
 def stylegan2_settings() -> StyleGAN2Settings:
+    artifacts_bucket, artifacts_prefix = artifacts_location()
     return StyleGAN2Settings(
         image_uri=required("reelforge_stylegan2_image_uri", "the StyleGAN2 image in ECR"),
         role_arn=required("reelforge_stylegan2_role_arn", "the SageMaker execution role of the StyleGAN2 jobs"),
-        artifacts_bucket=setting("reelforge_stylegan2_artifacts_bucket", "reelforge-artifacts"),
-        artifacts_prefix=folder(setting("reelforge_stylegan2_artifacts_prefix", "stylegan2/")),
+        artifacts_bucket=artifacts_bucket,
+        artifacts_prefix=artifacts_prefix,
         output_bucket=setting("reelforge_stylegan2_output_bucket", "reelforge-output"),
         output_prefix=folder(setting("reelforge_stylegan2_output_prefix", "stylegan2/")),
         batch_input_bucket=setting("reelforge_stylegan2_batch_input_bucket", "reelforge-ingest"),

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from reelforge.sagemaker_requests import aws_client, digest, list_objects, s3_uri
-from reelforge.stylegan2.config import StyleGAN2Settings, stylegan2_settings
-from reelforge.stylegan2.jobs import generation_config, job_name
+from reelforge.stylegan2.plan import generation_config, job_name
+from reelforge.stylegan2.settings import StyleGAN2Settings, stylegan2_settings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from reelforge import upload_watch
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads
-from reelforge.settings import AWS_CONN_ID, SR_MAX_ACTIVE_RUNS, SRSettings, setting, sr_settings
+from reelforge.settings import AWS_CONN_ID, setting
+from reelforge.sr.settings import MAX_ACTIVE_RUNS, SRSettings, sr_settings
 from reelforge.storage import InvalidSourceError, S3Object, source_extension, validate_key
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def grace_period(settings: SRSettings, *, active_runs: int, busy_at: datetime | 
     """
     return upload_watch.grace_period(grace=timedelta(seconds=settings.reconcile_grace_seconds),
                                      backlog_grace=timedelta(seconds=settings.reconcile_backlog_grace_seconds),
-                                     active_runs=active_runs, max_active_runs=SR_MAX_ACTIVE_RUNS,
+                                     active_runs=active_runs, max_active_runs=MAX_ACTIVE_RUNS,
                                      busy_at=busy_at, now=now)
 
 
@@ -73,10 +74,10 @@ def reconcile_pass(active_runs: int) -> dict[str, Any]:
     settings = sr_settings()
     now = datetime.now(UTC)
     busy_at = parse_watermark(setting(BUSY_VARIABLE, ""))
-    if active_runs >= SR_MAX_ACTIVE_RUNS:
+    if active_runs >= MAX_ACTIVE_RUNS:
         Variable.set(BUSY_VARIABLE, now.isoformat())
     grace = grace_period(settings, active_runs=active_runs, busy_at=busy_at, now=now)
-    log.info("%d SR runs queued or running (max %d): grace %s", active_runs, SR_MAX_ACTIVE_RUNS, grace)
+    log.info("%d SR runs queued or running (max %d): grace %s", active_runs, MAX_ACTIVE_RUNS, grace)
     watermark = parse_watermark(setting(WATERMARK_VARIABLE, ""))
     runs, next_mark = find_unhandled(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), settings, watermark,
                                      now=now, grace=grace)
