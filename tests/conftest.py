@@ -74,6 +74,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(why)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules that need the session's Airflow run after all others, the browser's last: the e2e Airflow
+    starts once and is up only while tests use it (its scheduler and parser would slow the rest on a small
+    machine), and the browser tests reuse it instead of starting their own. Order within a group is kept."""
+
+    def group(module: str) -> int:
+        uses_airflow = any("airflow" in getattr(i, "fixturenames", ()) for i in by_module[module])
+        return 0 if not uses_airflow else 2 if "/browser/" in module else 1
+
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(str(item.path), []).append(item)
+    items[:] = sorted(items, key=lambda i: group(str(i.path)))
+
+
 @pytest.fixture(autouse=True)
 def _no_aws_endpoint_for_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit test's boto3 clients talk to moto in this process: an endpoint left in the environment by a

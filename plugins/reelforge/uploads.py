@@ -125,6 +125,11 @@ def hand_back(sqs_client: Any, queue_url: str | None, sources: list[S3Object], *
 
 def pin_source(s3_client: Any, source: S3Object) -> S3Object:
     """HEAD the object (the announced version, else the latest): its version, ETag and size."""
+    return pin_source_and_metadata(s3_client, source)[0]
+
+
+def pin_source_and_metadata(s3_client: Any, source: S3Object) -> tuple[S3Object, dict[str, str]]:
+    """:func:`pin_source` and the version's user metadata (``x-amz-meta-*``), from the same HEAD."""
     kwargs: dict[str, str] = {"Bucket": source.bucket, "Key": source.key}
     if source.version_id:
         kwargs["VersionId"] = source.version_id
@@ -141,7 +146,7 @@ def pin_source(s3_client: Any, source: S3Object) -> S3Object:
         version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
         etag=str(head.get("ETag", "")).strip('"') or None,
         size=int(head["ContentLength"]),
-    )
+    ), dict(head.get("Metadata") or {})
 
 
 def check_size(source: S3Object, max_bytes: int) -> S3Object:

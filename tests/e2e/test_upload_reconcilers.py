@@ -84,30 +84,71 @@ def stop(airflow, dag_id: str, run_id: str) -> None:
     airflow.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
 
 
-def started_once(airflow, aws, *, name: str, dag_id: str, upload: dict, conf: dict, state: tuple[str, str],
-                 next_task: str, uploaded_at: float) -> dict:
-    """The reconciler starts one run for ``upload``; its claim_upload records and claims it; no second run."""
-    (run,) = wait_until(f"a {dag_id} run for {upload['uri']}", 180, lambda: runs_for(airflow, dag_id, upload))
+WORKFLOWS = {"stylegan2": ("stylegan2_training", "plan"), "avatar": ("avatar_personalization", "plan"),
+             "animate_anyone": ("animate_anyone_training", "stage_manifest")}
+DONE = ("success", "failed", "upstream_failed", "skipped")
+
+
+@pytest.fixture(scope="module")
+def uploads(watched, aws) -> Iterator[dict[str, tuple[dict, float, str]]]:
+    """One upload per workflow, all made at once so that the three reconcilers work side by side:
+    ``{workflow: (the upload's version, when it was made, what to delete afterwards)}``."""
+    made: dict[str, tuple[dict, float, str]] = {}
+    folder = f"{DATASET_PREFIX}faces-{uuid.uuid4().hex[:6]}/"
+    for i in range(3):
+        put(aws, f"{folder}img{i:03d}.png", b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    made["stylegan2"] = (put(aws, f"{folder}_READY"), time.time(), folder)
+    user = f"e2e-{uuid.uuid4().hex[:6]}"
+    selfies = f"{SELFIE_PREFIX}{user}/set-1/"
+    for i in range(10):
+        put(aws, f"{selfies}selfie-{i:02d}.jpg", b"\xff\xd8\xff\xe0" + os.urandom(64))
+    made["avatar"] = (put(aws, f"{selfies}_READY"), time.time(), selfies)
+    key = f"{MANIFEST_PREFIX}dance-{uuid.uuid4().hex[:6]}.json"
+    entries = [{"video_path": f"/fsx/data/dance/{i:03d}.mp4", "kps_path": f"/fsx/data/dance/{i:03d}_kps.mp4"}
+               for i in range(2)]
+    made["animate_anyone"] = (put(aws, key, json.dumps(entries).encode()), time.time(), key)
+    try:
+        yield made
+    finally:
+        for _, _, prefix in made.values():
+            delete_versions(aws.s3, prefix)
+
+
+@pytest.fixture(scope="module")
+def started(watched, uploads) -> dict[str, tuple[dict, dict]]:
+    """Each upload's run, followed side by side and stopped as soon as the task after ``claim_upload``
+    has ended (the rest of each workflow is its own test's business): ``{workflow: (run, task states)}``."""
+    pending, seen = dict(WORKFLOWS), {}
+    deadline = time.monotonic() + 240
+    while pending and time.monotonic() < deadline:
+        for name, (dag_id, next_task) in list(pending.items()):
+            runs = runs_for(watched, dag_id, uploads[name][0])
+            if runs and (states := watched.task_states(dag_id, runs[0]["dag_run_id"])).get(next_task) in DONE:
+                stop(watched, dag_id, runs[0]["dag_run_id"])
+                seen[name] = (runs[0], states)
+                del pending[name]
+        time.sleep(0.5)
+    return seen
+
+
+def started_once(airflow, aws, started: dict, *, name: str, upload: dict, uploaded_at: float, conf: dict,
+                 state: tuple[str, str]) -> dict:
+    """The reconciler started one run for ``upload``; its claim_upload recorded and claimed it; the task after
+    it read the upload from the run's conf; and later passes start no second run."""
+    dag_id, next_task = WORKFLOWS[name]
+    assert name in started, f"no {dag_id} run for {upload['uri']} reached {next_task} within 240 s"
+    run, states = started[name]
     assert run["dag_run_id"].startswith("reconcile__"), run
     assert run["conf"] == {**conf, "reelforge_upload": upload}
     print(f"{dag_id}: upload → run queued after "
           f"{datetime.fromisoformat(run['queued_at']).timestamp() - uploaded_at:.0f} s")
-    states = wait_until(f"claim_upload of {run['dag_run_id']}", 180, lambda: (
-        s if (s := airflow.task_states(dag_id, run["dag_run_id"])).get("claim_upload") in ("success", "failed",
-                                                                                             "skipped") else None))
-    assert states["claim_upload"] == "success", states
+    assert (states["claim_upload"], states[next_task]) == ("success", "success"), states
     bucket, prefix = state
     ledger = [e for e in state_objects(aws, bucket, f"{prefix}_intake/") if e["source"] == upload["uri"]]
     assert [(e["version_id"], e["etag"], e["run_id"]) for e in ledger] == [
         (upload["version_id"], upload["etag"], run["dag_run_id"])]
     claims = [c for c in state_objects(aws, bucket, f"{prefix}_claims/") if c["uri"] == upload["uri"]]
     assert [(c["version_id"], c["run_id"]) for c in claims] == [(upload["version_id"], run["dag_run_id"])]
-    # the workflow's own first task reads the upload from the run's conf
-    done = ("success", "failed", "upstream_failed", "skipped")
-    wait_until(f"{next_task} to finish", 180, interval=0.5,
-               probe=lambda: airflow.task_states(dag_id, run["dag_run_id"]).get(next_task) in done)
-    stop(airflow, dag_id, run["dag_run_id"])
-    assert airflow.task_states(dag_id, run["dag_run_id"])[next_task] == "success"
 
     # two more passes after the run exists: still one run for this version
     reconciler = f"{name}_upload_reconciler"
@@ -119,47 +160,27 @@ def started_once(airflow, aws, *, name: str, dag_id: str, upload: dict, conf: di
     return run
 
 
-def test_a_stylegan2_dataset_upload_starts_one_training_run(watched, aws):
-    folder = f"{DATASET_PREFIX}faces-{uuid.uuid4().hex[:6]}/"
-    try:
-        for i in range(3):
-            put(aws, f"{folder}img{i:03d}.png", b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-        marker, at = put(aws, f"{folder}_READY"), time.time()
-        run = started_once(watched, aws, name="stylegan2", dag_id="stylegan2_training", upload=marker,
-                           conf={"dataset_uri": f"s3://{INGEST}/{folder}"},
-                           state=("reelforge-artifacts", "stylegan2/"), next_task="plan", uploaded_at=at)
+def test_a_stylegan2_dataset_upload_starts_one_training_run(watched, uploads, started, aws):
+    marker, at, folder = uploads["stylegan2"]
+    run = started_once(watched, aws, started, name="stylegan2", upload=marker, uploaded_at=at,
+                       conf={"dataset_uri": f"s3://{INGEST}/{folder}"}, state=("reelforge-artifacts", "stylegan2/"))
 
-        # a late notification's run of the same upload (same version): it finds the claim and does nothing
-        late = watched.trigger("stylegan2_training", run["conf"], run_id=f"late__{uuid.uuid4().hex[:8]}")
-        assert watched.wait_for_run("stylegan2_training", late, timeout=180) == "success"
-        states = watched.task_states("stylegan2_training", late)
-        assert (states["claim_upload"], states["plan"]) == ("skipped", "skipped"), states
-    finally:
-        delete_versions(aws.s3, folder)
+    # a late notification's run of the same upload (same version): it finds the claim and does nothing
+    late = watched.trigger("stylegan2_training", run["conf"], run_id=f"late__{uuid.uuid4().hex[:8]}")
+    assert watched.wait_for_run("stylegan2_training", late, timeout=180) == "success"
+    states = watched.task_states("stylegan2_training", late)
+    assert (states["claim_upload"], states["plan"]) == ("skipped", "skipped"), states
 
 
-def test_an_avatar_selfie_set_starts_one_personalization_run(watched, aws):
-    user = f"e2e-{uuid.uuid4().hex[:6]}"
-    folder = f"{SELFIE_PREFIX}{user}/set-1/"
-    try:
-        for i in range(10):
-            put(aws, f"{folder}selfie-{i:02d}.jpg", b"\xff\xd8\xff\xe0" + os.urandom(64))
-        marker, at = put(aws, f"{folder}_READY"), time.time()
-        started_once(watched, aws, name="avatar", dag_id="avatar_personalization", upload=marker,
-                           conf={"user_id": user, "selfies_uri": f"s3://{INGEST}/{folder}"},
-                           state=("reelforge-artifacts", "avatar/"), next_task="plan", uploaded_at=at)
-    finally:
-        delete_versions(aws.s3, folder)
+def test_an_avatar_selfie_set_starts_one_personalization_run(watched, uploads, started, aws):
+    marker, at, folder = uploads["avatar"]
+    user = folder[len(SELFIE_PREFIX):].split("/")[0]
+    started_once(watched, aws, started, name="avatar", upload=marker, uploaded_at=at,
+                 conf={"user_id": user, "selfies_uri": f"s3://{INGEST}/{folder}"},
+                 state=("reelforge-artifacts", "avatar/"))
 
 
-def test_an_animate_anyone_manifest_upload_starts_one_training_run(watched, aws):
-    key = f"{MANIFEST_PREFIX}dance-{uuid.uuid4().hex[:6]}.json"
-    entries = [{"video_path": f"/fsx/data/dance/{i:03d}.mp4", "kps_path": f"/fsx/data/dance/{i:03d}_kps.mp4"}
-               for i in range(2)]
-    try:
-        manifest, at = put(aws, key, json.dumps(entries).encode()), time.time()
-        started_once(watched, aws, name="animate_anyone", dag_id="animate_anyone_training", upload=manifest,
-                           conf={"manifest_uri": manifest["uri"]},
-                           state=("reelforge-output", "animate-anyone/"), next_task="stage_manifest", uploaded_at=at)
-    finally:
-        delete_versions(aws.s3, key)
+def test_an_animate_anyone_manifest_upload_starts_one_training_run(watched, uploads, started, aws):
+    manifest, at, _ = uploads["animate_anyone"]
+    started_once(watched, aws, started, name="animate_anyone", upload=manifest, uploaded_at=at,
+                 conf={"manifest_uri": manifest["uri"]}, state=("reelforge-output", "animate-anyone/"))

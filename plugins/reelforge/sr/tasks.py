@@ -18,10 +18,17 @@ from reelforge.sr.job import (
 )
 from reelforge.sr.preflight import preflight
 from reelforge.sr.settings import ingest_queue_url, sr_mpix_per_second, sr_settings, sr_task_startup_seconds
-from reelforge.sr.upload_settings import PROFILES_VARIABLE, object_metadata, parse_profiles, upload_params
+from reelforge.sr.upload_settings import PROFILES_VARIABLE, parse_profiles, upload_params
 from reelforge.sr.watch import sr_ledger
 from reelforge.storage import InvalidSourceError, S3Object
-from reelforge.uploads import check_size, further_sources, hand_back, head_source, pin_source, resolve_source
+from reelforge.uploads import (
+    check_size,
+    further_sources,
+    hand_back,
+    head_source,
+    pin_source_and_metadata,
+    resolve_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any,
             raise AirflowSkipException("the notification names no object (e.g. s3:TestEvent): nothing to do")
         s3 = _s3_client()
         announced = source.version_id
-        source = pin_source(s3, source)
+        source, metadata = pin_source_and_metadata(s3, source)
         # whatever happens next, this upload version has been picked up: the reconciler leaves it alone
         sr_ledger(settings).record(s3, source, run_id)
         check_size(source, settings.max_source_bytes)
@@ -67,7 +74,7 @@ def prepare_run(*, params: dict[str, Any], run_id: str, events: Any,
                     f"{source.uri} version {announced} was superseded by {latest.version_id}: the newer upload wins"
                 )
         params, origin = upload_params(params, conf, key=source.key, ingest_prefix=settings.ingest_prefix,
-                                       metadata=object_metadata(s3, source),
+                                       metadata=metadata,
                                        profiles=parse_profiles(setting(PROFILES_VARIABLE, "")))
         if origin:
             log.info("settings that came with the upload: %s",

@@ -22,7 +22,6 @@ from typing import Any
 
 from reelforge.sr.form import PRIORITY_NICE, RESULT_FIELDS
 from reelforge.sr.job import InvalidSettingsError
-from reelforge.storage import S3Object
 
 METADATA_PREFIX = "reelforge-"
 PROFILES_VARIABLE = "reelforge_sr_profiles"
@@ -73,12 +72,6 @@ def metadata_fields(metadata: Mapping[str, str]) -> dict[str, str]:
     fields = {k[len(METADATA_PREFIX):].replace("-", "_"): v.strip() for k, v in metadata.items()
               if k.lower().startswith(METADATA_PREFIX)}
     return _checked(fields, "object metadata (x-amz-meta-reelforge-*)")
-
-
-def object_metadata(s3_client: Any, source: S3Object) -> dict[str, str]:
-    """The user metadata of the pinned object version (one HEAD)."""
-    extra = {"VersionId": source.version_id} if source.version_id else {}
-    return dict(s3_client.head_object(Bucket=source.bucket, Key=source.key, **extra).get("Metadata") or {})
 
 
 def upload_params(params: Mapping[str, Any], conf: Mapping[str, Any] | None, *, key: str, ingest_prefix: str,

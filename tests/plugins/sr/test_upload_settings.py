@@ -8,8 +8,9 @@ from moto import mock_aws
 
 from reelforge.sr.job import InvalidSettingsError, build_job
 from reelforge.sr.settings import SRSettings
-from reelforge.sr.upload_settings import object_metadata, parse_profiles, upload_params
+from reelforge.sr.upload_settings import parse_profiles, upload_params
 from reelforge.storage import S3Object
+from reelforge.uploads import pin_source_and_metadata
 
 DEFAULTS = {"model": "auto", "scale": 4, "container": "mp4", "codec": "libx264", "crf": 18, "ten_bit": "auto",
             "deinterlace": "auto", "sar": "square", "segment_seconds": 10, "preview_seconds": 0,
@@ -36,7 +37,8 @@ def test_metadata_set_on_the_upload_reaches_the_job_settings():
     put = s3.put_object(Bucket="ingest", Key="sr/incoming/a.mp4", Body=b"x",
                         Metadata={"reelforge-scale": "2", "reelforge-frame-rate": "25", "owner": "ops"})
     s3.put_object(Bucket="ingest", Key="sr/incoming/a.mp4", Body=b"y")  # a later version without metadata
-    meta = object_metadata(s3, S3Object("ingest", "sr/incoming/a.mp4", version_id=put["VersionId"]))
+    pinned, meta = pin_source_and_metadata(s3, S3Object("ingest", "sr/incoming/a.mp4", version_id=put["VersionId"]))
+    assert (pinned.version_id, pinned.size) == (put["VersionId"], 1)
     got = settings_for("sr/incoming/a.mp4", meta)
     assert (got["scale"], got["frame_rate"], got["model"]) == (2, "25", "auto")
 
