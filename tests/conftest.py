@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.skip_policy", "pytester", "tests.iam.recording"]
+pytest_plugins = ["tests.skip_policy", "tests.leftover_policy", "pytester", "tests.iam.recording"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("REELFORGE_STATE_DIR", ROOT / ".local-stack"))

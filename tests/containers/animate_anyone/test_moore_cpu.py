@@ -67,7 +67,8 @@ def train_loss_steps(cluster: dict[str, Path], uri: str, run_id: str) -> list[in
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_stage_entrypoints_run_moore_train_resume_and_hand_over(cluster, tmp_path):
+def test_stage_entrypoints_run_moore_train_resume_and_hand_over(cluster, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's file-backed artifact root is ./mlruns: here, not in the checkout
     import torch
 
     manifest = make_clips(tmp_path / "data", 2)
