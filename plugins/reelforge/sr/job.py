@@ -106,13 +106,16 @@ def segment_time_limit(plan: dict[str, Any], mpix_per_second: float, safety: flo
     return int(math.ceil(seconds / 60)) + 5
 
 
-def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int,
-                   startup_seconds: float = 0.0) -> dict[str, float]:
+def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int, startup_seconds: float = 0.0,
+                   full_speed_tasks: float | None = None) -> dict[str, float]:
     """What the upscale array will take, from the cluster's calibrated figures: each task ``startup_seconds``
-    (Python, torch, weights, ffmpeg) plus its frames' input megapixels at ``mpix_per_second``; in all
-    (``task_seconds``; ``model_seconds`` without the start-ups) and as wall time with ``parallel`` tasks
-    at once (segments in plan order, each on the next free task). Frames the plan drops (inverse
-    telecine, a lower constant rate) are not counted; held frames the workers reuse are."""
+    (Python, torch, weights, ffmpeg) plus its frames' input megapixels at ``mpix_per_second`` (one task
+    running alone); ``model_seconds`` is that work without the start-ups. Up to ``parallel`` tasks run at
+    once (segments in plan order, each on the next free slot), but the cluster only has the throughput of
+    ``full_speed_tasks`` tasks (default ``parallel``: each task on its own GPU or cores); when more run, they
+    share it and each goes slower. ``task_seconds`` (the tasks' elapsed times added up) and ``wall_seconds``
+    come from that schedule. Frames the plan drops (inverse telecine, a lower constant rate) are not
+    counted; held frames the workers reuse are."""
     geo = plan.get("geometry") or {}
     mpx = int(geo.get("decode_width") or 0) * int(geo.get("decode_height") or 0) / 1e6
     rows = (plan.get("frame_map") or {}).get("repeats")
@@ -123,14 +126,24 @@ def model_estimate(plan: dict[str, Any], mpix_per_second: float, parallel: int,
         if counts is not None:
             frames = sum(1 for c in counts[seg["start_frame"]:seg["end_frame"]] if c > 0)
         seconds.append(frames * mpx / max(mpix_per_second, 1e-9))
-    free = [0.0] * max(1, parallel)
-    for s in seconds:
-        i = free.index(min(free))
-        free[i] += startup_seconds + s
-    return {"model_seconds": round(sum(seconds), 1),
-            "task_seconds": round(sum(seconds) + startup_seconds * len(seconds), 1),
-            "wall_seconds": round(max(free), 1), "mpix_per_second": mpix_per_second,
-            "startup_seconds": startup_seconds, "parallel": max(1, parallel)}
+    slots = max(1, parallel)
+    capacity = min(float(full_speed_tasks), slots) if full_speed_tasks and full_speed_tasks > 0 else float(slots)
+    pending = [startup_seconds + s for s in seconds]  # full-speed seconds of each task, in plan order
+    running: list[list[float]] = []  # [work left, started at]
+    now = task_total = 0.0
+    while pending or running:
+        while pending and len(running) < slots:
+            running.append([pending.pop(0), now])
+        speed = min(1.0, capacity / len(running))
+        step = min(r[0] for r in running) / speed
+        now += step
+        for r in running:
+            r[0] -= step * speed
+        task_total += sum(now - r[1] for r in running if r[0] <= 1e-9)
+        running = [r for r in running if r[0] > 1e-9]
+    return {"model_seconds": round(sum(seconds), 1), "task_seconds": round(task_total, 1),
+            "wall_seconds": round(now, 1), "mpix_per_second": mpix_per_second,
+            "startup_seconds": startup_seconds, "parallel": slots, "full_speed_tasks": round(capacity, 2)}
 
 
 def array_spec(plan: dict[str, Any]) -> str:

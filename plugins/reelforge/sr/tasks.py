@@ -17,7 +17,13 @@ from reelforge.sr.job import (
     worker_env,
 )
 from reelforge.sr.preflight import preflight
-from reelforge.sr.settings import ingest_queue_url, sr_mpix_per_second, sr_settings, sr_task_startup_seconds
+from reelforge.sr.settings import (
+    ingest_queue_url,
+    sr_mpix_per_second,
+    sr_parallel_tasks,
+    sr_settings,
+    sr_task_startup_seconds,
+)
 from reelforge.sr.upload_settings import PROFILES_VARIABLE, parse_profiles, upload_params
 from reelforge.sr.watch import sr_ledger
 from reelforge.storage import InvalidSourceError, S3Object
@@ -125,7 +131,8 @@ def _read_remote_json(path: str) -> dict[str, Any]:
 
 def plan_estimate(plan: dict[str, Any]) -> dict[str, float]:
     """The plan's time at this deployment's calibrated figures (``job.model_estimate``)."""
-    return model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle), sr_task_startup_seconds())
+    return model_estimate(plan, sr_mpix_per_second(), int(sr_settings().array_throttle), sr_task_startup_seconds(),
+                          sr_parallel_tasks())
 
 
 def read_plan_summary(workdir: str) -> dict[str, Any]:
@@ -144,9 +151,10 @@ def read_plan_summary(workdir: str) -> dict[str, Any]:
     }
     log.info("plan: %s", summary)
     log.info("estimate: %.0f s of task time (%.0f s of it the model); about %.0f s of wall time with %d tasks at "
-             "once, at %.2f Mpx/s and %.0f s start-up per task (Variables reelforge_sr_mpix_per_second, "
-             "reelforge_sr_task_startup_seconds)", estimate["task_seconds"], estimate["model_seconds"],
-             estimate["wall_seconds"], estimate["parallel"], estimate["mpix_per_second"], estimate["startup_seconds"])
+             "once sharing %s tasks' worth of throughput, at %.2f Mpx/s and %.0f s start-up per task (Variables "
+             "reelforge_sr_mpix_per_second, reelforge_sr_task_startup_seconds, reelforge_sr_parallel_tasks)",
+             estimate["task_seconds"], estimate["model_seconds"], estimate["wall_seconds"], estimate["parallel"],
+             estimate.get("full_speed_tasks") or "all", estimate["mpix_per_second"], estimate["startup_seconds"])
     return summary
 
 
