@@ -3,7 +3,8 @@
 For each size (160×90 and 320×180; 640×360 with ``--large``), on the same clip and in one run:
 
 * **model only** — frames decoded into memory first, then the worker's engine (channels_last, batched,
-  tiled when over the pixel budget) upscales them: the ceiling for the worker;
+  tiled when over the pixel budget) upscales them, timed from the first pass (model loaded before the clock
+  starts; ~0.5 s here): the ceiling for the worker;
 * **worker end to end** — ``reelforge_sr.segment.run_segment`` on a one-segment plan: ffmpeg decode pipe →
   model → ffmpeg encode pipe (libx264, the plan's defaults), overlapped in threads; wall time of the call,
   model loading included;
@@ -12,10 +13,14 @@ For each size (160×90 and 320×180; 640×360 with ``--large``), on the same cli
   video from the images (same x264 settings). PNGs are written uncompressed-filter/zlib level 1 like
   OpenCV's default, read with zlib (no ffmpeg spawn per frame, which would penalise the baseline).
 
-Each phase runs in its own process so its peak RSS can be reported; phases are interleaved and repeated
+The model-only and worker phases run with the worker CLI's process settings (``reelforge_sr.cli.RUNTIME_ENV``:
+``OMP_WAIT_POLICY=PASSIVE`` unless set), as ``reelforge-sr segment`` would; the baseline with the environment as is.
+Each phase runs in its own process so its peak RSS and CPU time can be reported; phases are interleaved and repeated
 (``--repeats``, best run reported) because other processes share the machine. Prints frames/s, the ratios
-(end to end / model only; ours / baseline) and the targets. Run: ``make bench`` or
-``.venv/bin/python bench/sr_throughput.py [--large] [--clip PATH] [--threads N]``.
+(end to end / model only; ours / baseline) and the targets; on a busy machine the best runs of two phases may
+come from moments of different load, so the e2e/model ratio of each repeat's adjacent pair and the ratio of
+CPU seconds (load-independent work, ffmpeg included) are printed too. Run: ``make bench`` or
+``.venv/bin/python bench/sr_throughput.py [--large] [--sizes 320x180] [--clip PATH] [--threads N] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -164,9 +169,13 @@ def phase_baseline(src: Path, threads: int, model: str, work: Path, device: str 
 
 def run_phase(name: str, src: Path, threads: int, model: str, precision: str, work: Path, device: str = "cpu",
               codec: str = "libx264") -> dict:
-    """Run one phase in a child process; add its peak RSS (MiB)."""
+    """Run one phase in a child process; add its peak RSS (MiB) and CPU seconds (ffmpeg children included)."""
+    from reelforge_sr.cli import RUNTIME_ENV  # no torch import
+
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "REELFORGE_OFFLINE": "1"}
+    if name != "baseline":
+        env = {**RUNTIME_ENV, **env}
     proc = subprocess.Popen([sys.executable, __file__, "--phase", name, "--src", str(src), "--threads", str(threads),
                              "--model", model, "--precision", precision, "--work", str(work), "--device", device,
                              "--codec", codec],
@@ -176,12 +185,13 @@ def run_phase(name: str, src: Path, threads: int, model: str, precision: str, wo
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"phase {name} failed ({proc.returncode})")
-    return {**json.loads(out), "peak_rss_mib": usage.ru_maxrss / 1024}
+    return {**json.loads(out), "peak_rss_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", action="store_true", help="also 640x360")
+    ap.add_argument("--sizes", default=None, help="only these sizes, e.g. 320x180 or 160x90,320x180")
     ap.add_argument("--clip", type=Path, default=None, help="source clip (default: Caminandes sample)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--model", default="realesr-animevideov3")
@@ -208,6 +218,9 @@ def main() -> int:
         print(f"sr_throughput: needs the sample clip {clip} and weights in {model_dir()}", file=sys.stderr)
         return 1
     sizes = SIZES + ([LARGE] if args.large else [])
+    if args.sizes:
+        wanted = set(args.sizes.split(","))
+        sizes = [s for s in sizes if f"{s[0]}x{s[1]}" in wanted]
     load = os.getloadavg()[0]
     print(f"sr_throughput: {args.model}, x4, {args.device}, precision {args.precision}, encoder {args.codec}, "
           f"{args.threads} CPU threads, clip {clip.name}, "
@@ -229,7 +242,10 @@ def main() -> int:
                                                 args.device, args.codec))
                     shutil.rmtree(work, ignore_errors=True)
             res = {name: {**max(rs, key=lambda r: r["fps"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-                          "all_fps": [round(r["fps"], 2) for r in rs]} for name, rs in runs.items()}
+                          "all_fps": [round(r["fps"], 2) for r in rs], "all_cpu": [round(r["cpu_s"], 1) for r in rs]}
+                   for name, rs in runs.items()}
+            paired = sorted(w["fps"] / m["fps"] for m, w in zip(runs["model"], runs["worker"], strict=True))
+            cpu_ratio = min(r["cpu_s"] for r in runs["model"]) / min(r["cpu_s"] for r in runs["worker"])
             e2e_ratio = res["worker"]["fps"] / res["model"]["fps"]
             base_ratio = res["worker"]["fps"] / res["baseline"]["fps"]
             results.append((width, height, e2e_ratio, base_ratio))
@@ -238,7 +254,10 @@ def main() -> int:
                   f"{res['model']['peak_rss_mib']:.0f} / {res['worker']['peak_rss_mib']:.0f} / "
                   f"{res['baseline']['peak_rss_mib']:.0f}", flush=True)
             print(f"{'':>16} runs, frames/s: model {res['model']['all_fps']}, worker {res['worker']['all_fps']}, "
-                  f"baseline {res['baseline']['all_fps']}", flush=True)
+                  f"baseline {res['baseline']['all_fps']}; CPU s: model {res['model']['all_cpu']}, "
+                  f"worker {res['worker']['all_cpu']}", flush=True)
+            print(f"{'':>16} e2e/model paired by repeat (same moment's load): {[round(r, 2) for r in paired]}, "
+                  f"median {paired[len(paired) // 2]:.2f}; CPU time model / worker {cpu_ratio:.2f}", flush=True)
     for width, height, e2e_ratio, base_ratio in results:
         if (width, height) == (320, 180):
             print(f"targets at 320x180: end to end ≥ {TARGET_E2E} × model only: {e2e_ratio:.2f} "

@@ -24,6 +24,16 @@ from reelforge_sr.errors import ReelForgeError
 
 log = logging.getLogger("reelforge_sr")
 FAILURE_NAME = "failure"
+#: Process settings applied (unless already set) before torch is imported: libgomp reads OMP_WAIT_POLICY when
+#: it loads. PASSIVE: a torch thread that finishes its share of an op sleeps instead of spinning, so the
+#: ffmpeg decoder/encoder children get the cycles the model is not using.
+RUNTIME_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def apply_runtime_env() -> None:
+    """Set :data:`RUNTIME_ENV` where the caller's environment does not (no effect once torch is loaded)."""
+    for name, value in RUNTIME_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -175,6 +185,7 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_runtime_env()
     args = _parser().parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None

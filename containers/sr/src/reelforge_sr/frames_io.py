@@ -9,9 +9,13 @@ from typing import Any
 import numpy as np
 
 from reelforge_sr.errors import SegmentError
-from reelforge_sr.ffmpeg_cli import FFMPEG, StderrTail, popen
+from reelforge_sr.ffmpeg_cli import FFMPEG, StderrTail, grow_pipe, popen
 
 PIX_FMTS = {"rgb24": np.uint8, "rgb48le": np.dtype("<u2")}
+#: The encoder runs at this lower CPU priority: on the cores the model uses, x264 then fills the model's idle
+#: moments instead of preempting its threads (a preempted thread stalls the whole parallel region). The
+#: encoder's work per frame is a few % of the model's, so it keeps up; the queue bounds the frames in flight.
+ENCODER_NICE = 10
 
 
 def frame_bytes(width: int, height: int, pix_fmt: str) -> int:
@@ -41,6 +45,7 @@ class FrameDecoder:
         self.size = frame_bytes(width, height, pix_fmt)
         self.proc = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           bufsize=0)
+        grow_pipe(self.proc.stdout)
         self.errors = StderrTail(self.proc.stderr)
         self.read_frames = 0
 
@@ -99,10 +104,12 @@ def encoder_args(plan: dict[str, Any], out: Path, width: int, height: int, pix_f
 
 
 class FrameEncoder:
-    """Feed frames to an ffmpeg child that encodes them."""
+    """Feed frames to an ffmpeg child that encodes them (at CPU priority ``nice`` below ours)."""
 
-    def __init__(self, args: list[str]) -> None:
-        self.proc = popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def __init__(self, args: list[str], *, nice: int | None = None) -> None:
+        self.proc = popen(args, nice=ENCODER_NICE if nice is None else nice, stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        grow_pipe(self.proc.stdin)
         self.errors = StderrTail(self.proc.stderr)
         self.written = 0
 
