@@ -29,6 +29,8 @@ class Field:
     env: str | None = None
     #: added after jobs were first delivered: at its default it stays out of the job id
     later: bool = False
+    #: values that name the same job as the default (an earlier default, whose deliveries keep their ids)
+    same_job_as_default: tuple[Any, ...] = ()
 
     @property
     def kind(self) -> type:
@@ -58,10 +60,12 @@ FIELDS: dict[str, Field] = {
                   "on NTSC DVDs) and restores the 23.976 fps frames: a fifth fewer frames to upscale, no "
                   "deinterlacing blur. on requires it; off treats the source as it is flagged.",
                   choices=("auto", "on", "off"), env="SR_IVTC", later=True),
-    "reuse_held": Field("on", "Reuse held frames", "on upscales a frame that repeats the previous one (animation "
+    "reuse_held": Field("auto", "Reuse held frames", "on upscales a frame that repeats the previous one (animation "
                         "drawn on twos and threes, still shots) once and reuses the result; cuts and fades are "
-                        "never reused. off runs the model on every frame.",
-                        choices=("on", "off"), env="SR_REUSE_HELD", later=True),
+                        "never reused. auto does so on drawn content (the verdict the auto model uses), not on "
+                        "live action. off runs the model on every frame.",
+                        choices=("auto", "on", "off"), env="SR_REUSE_HELD", later=True,
+                        same_job_as_default=("on",)),  # the default until auto; same output on drawn content
     "segment_seconds": Field(10, "Segment length (s)", "Target seconds per Slurm array task (cut at keyframes).",
                              minimum=1, maximum=600, env="SR_SEGMENT_SECONDS"),
     "preview_seconds": Field(0, "Preview only (s)", "Process only the first N seconds to check the look. 0 = all.",

@@ -45,7 +45,7 @@ def held_clip(tmp_path_factory, video_dir):
 
 def test_held_drawings_are_upscaled_once_within_45_db_of_full_processing(held_clip, tmp_path, pipeline):
     # lossless output (--crf 0) in both runs: the comparison measures reuse, not x264's choices
-    on = pipeline(held_clip, tmp_path / "on", "--scale", "2", "--crf", "0", segment_seconds="1")
+    on = pipeline(held_clip, tmp_path / "on", "--scale", "2", "--crf", "0", segment_seconds="1")  # auto
     off = pipeline(held_clip, tmp_path / "off", "--scale", "2", "--crf", "0", "--reuse-held", "off",
                    segment_seconds="1")
     frames = sum(HOLDS)

@@ -1,6 +1,7 @@
 """Held-frame reuse on every live-action sample clip: it only ever reuses a frame the source itself repeats.
 
-Live action has no held drawings, but stock encoders sometimes repeat a frame (pixabay_bee's second frame is a
+By default (``--reuse-held auto``) live action reuses nothing. Forced on, it may: live action has no held
+drawings, but stock encoders sometimes repeat a frame (pixabay_bee's second frame is a
 339-byte P frame, pixabay_butterfly's a 71-byte B frame: the first picture coded again with a few residual
 blocks). Reusing such a frame is right; reusing two different pictures is not. Each clip is planned as the
 worker plans it, decoded with the plan's filters at its native size, and the real decision (``plan_reuse``
@@ -43,7 +44,7 @@ def shown_frames(plan: dict, total: int) -> np.ndarray:
 def reused_pairs(source: Path, workdir: Path) -> tuple[int, list[tuple[int, int]], np.ndarray]:
     """Plan ``source``, decode it as the worker does, and run the reuse decision segment by segment:
     (frames, [(frame, the model input whose output it reuses)], the frames)."""
-    plan = build_plan(source, workdir, PlanSettings(model="anime"))
+    plan = build_plan(source, workdir, PlanSettings(model="anime", reuse_held="on"))  # forced on
     geo, dec = plan["geometry"], plan["decode"]
     assert dec["pix_fmt"] == "rgb24", dec
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-map", "0:v:0", "-vf", dec["filters"],
@@ -77,3 +78,11 @@ def test_live_action_reuses_only_frames_the_source_repeats(video_dir, tmp_path, 
     found = {(i, j): difference(frames[i], frames[j])["psnr_db"] for i, j in pairs}
     assert all(db >= DUPLICATE_DB for db in found.values()), f"{clip}: reused pairs (frame, from): PSNR {found}"
     assert len(pairs) <= 0.02 * total, f"{clip}: {len(pairs)} of {total} frames reused"
+
+
+@pytest.mark.parametrize("clip", live_action_clips())
+def test_by_default_live_action_reuses_nothing(video_dir, tmp_path, clip):
+    """``--reuse-held auto`` (the default) follows the content verdict: live action has no held drawings."""
+    plan = build_plan(video_dir / clip, tmp_path, PlanSettings())
+    assert plan["reuse"]["mode"] == "auto" and plan["reuse"]["content"] == "live-action", plan["reuse"]
+    assert not plan["reuse"]["enabled"]

@@ -131,6 +131,7 @@ def test_frame_rate_keeps_earlier_job_ids_and_every_form_rate_is_one_the_worker_
     assert build_job(src, PARAMS, SETTINGS)["job_id"] == before
     assert build_job(src, {**PARAMS, "frame_rate": "source", "ivtc": "auto", "reuse_held": "on"},
                      SETTINGS)["job_id"] == before
+    assert build_job(src, {**PARAMS, "reuse_held": "auto"}, SETTINGS)["job_id"] == before  # today's default
     assert build_job(src, {**PARAMS, "reuse_held": "off"}, SETTINGS)["job_id"] != before
     at_25 = build_job(src, {**PARAMS, "frame_rate": "25"}, SETTINGS)
     assert at_25["job_id"] != before and worker_env(at_25, SETTINGS)["SR_FRAME_RATE"] == "25"

@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                         "rate) | a rate such as 25 or 30000/1001: frames dropped or repeated, never retimed")
     s.add_argument("--ivtc", default="auto", choices=("auto", "on", "off"),
                    help="inverse telecine: auto (when 3:2 pulldown is detected) | on | off")
-    s.add_argument("--reuse-held", default="on", choices=("on", "off"),
-                   help="a frame that repeats the last upscaled one (held drawings) reuses its output")
+    s.add_argument("--reuse-held", default="auto", choices=("auto", "on", "off"),
+                   help="a frame repeating the last upscaled one reuses its output: auto (drawn content) | on | off")
 
     s = sub.add_parser("segment", help="upscale one segment of the plan (one Slurm array task)")
     s.add_argument("--workdir", required=True)

@@ -50,7 +50,7 @@ class PlanSettings:
     sar: str = "square"
     frame_rate: str = "source"  # source (keep every frame's time) | constant | a rate such as 25 or 30000/1001
     ivtc: str = "auto"  # inverse telecine: auto (when detected) | on | off
-    reuse_held: str = "on"  # held frames reuse the previous upscaled frame: on | off
+    reuse_held: str = "auto"  # held frames reuse the previous upscaled frame: auto (drawn content) | on | off
 
     def validate(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -65,11 +65,9 @@ class PlanSettings:
             raise PlanError("--crf must be within 0..51")
         if self.container not in CONTAINERS:
             raise PlanError(f"--container must be one of {', '.join(CONTAINERS)}")
-        for name in ("ten_bit", "deinterlace", "ivtc"):
+        for name in ("ten_bit", "deinterlace", "ivtc", "reuse_held"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise PlanError(f"--{name.replace('_', '-')} must be auto, on or off")
-        if self.reuse_held not in ("on", "off"):
-            raise PlanError("--reuse-held must be on or off")
         if self.sar not in ("square", "keep"):
             raise PlanError("--sar must be square or keep")
         framerate.parse(self.frame_rate)
@@ -87,6 +85,19 @@ def choose_model(request: str, pr: ProbeResult, preview_frames_end: float) -> tu
         return DEFAULT_FOR_KIND[verdict.kind], {"method": "content heuristic", **verdict.to_dict()}
     spec = resolve(request)
     return spec.name, {"method": "requested", "request": request}
+
+
+def reuse_decision(request: str, model_choice: dict[str, Any], pr: ProbeResult, end_time: float) -> dict[str, Any]:
+    """Held-frame reuse for ``on`` / ``off`` / ``auto``: auto reuses on drawn content (the content verdict
+    that ``--model auto`` uses, measured here when a model was named), where drawings are held for two or
+    three frames; live action has no held drawings, and a still shot there is not worth the risk."""
+    if request != "auto":
+        return {"mode": request, "enabled": request == "on"}
+    kind = model_choice.get("kind")
+    if kind is None:
+        v = pr.video
+        kind = classify(pr.path, min(pr.duration, end_time), v.display_width, v.display_height).kind
+    return {"mode": "auto", "content": kind, "enabled": kind == "anime"}
 
 
 def choose_boundaries(index: frameindex.FrameIndex, total: int, seconds: float) -> list[int]:
@@ -237,7 +248,7 @@ def build_plan(source: str | Path, workdir: str | Path, settings: PlanSettings) 
                              "fps": str(out_fps), "repeats": framerate.encode(counts),
                              "dropped": counts.count(0), "repeated": sum(n - 1 for n in counts if n > 1)}
     plan["ivtc"] = telecine
-    plan["reuse"] = {"enabled": settings.reuse_held == "on", "bound": Bound().to_dict(),
+    plan["reuse"] = {**reuse_decision(settings.reuse_held, model_choice, pr, end_time), "bound": Bound().to_dict(),
                      "compare": "decoded frame vs the last frame sent to the model (RGB, 8-bit levels)"}
     plan["digest"] = plan_digest(plan)
     return plan
