@@ -22,11 +22,6 @@ class InvalidParamsError(ValueError):
     """The run's parameters cannot make a valid job; retrying will not help."""
 
 
-def folder(value: str) -> str:
-    """A key prefix with its trailing ``/`` (empty stays empty)."""
-    return value if not value or value.endswith("/") else value + "/"
-
-
 def digest(*parts: object, length: int = 6) -> str:
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]

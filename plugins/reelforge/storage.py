@@ -136,3 +136,8 @@ def sr_output_name(key: str, scale: int, container: str, preview: bool = False) 
 def sr_workdir(cluster_work_root: str, jid: str) -> str:
     """The job's directory on the cluster's shared storage (only the job id, never user text)."""
     return f"{cluster_work_root.rstrip('/')}/sr/{jid}"
+
+
+def folder(value: str) -> str:
+    """A key prefix with its trailing ``/`` (empty stays empty)."""
+    return value if not value or value.endswith("/") else value + "/"

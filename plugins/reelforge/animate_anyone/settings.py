@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from reelforge.settings import required, setting
+from reelforge.storage import folder
 
 PREFIX = "reelforge_animate_anyone_"
 TOPIC_VARIABLE = "reelforge_animate_anyone_topic_arn"
@@ -38,20 +39,16 @@ def aa_poll_interval() -> float:
     return float(os.environ.get("REELFORGE_AA_POLL_SECONDS", "30"))
 
 
-def _folder(value: str) -> str:
-    return value if not value or value.endswith("/") else value + "/"
-
-
 def manifest_location() -> tuple[str, str]:
     """Where training-data manifests are uploaded: ``reelforge_animate_anyone_manifest_bucket``/``_prefix``."""
     return (setting(PREFIX + "manifest_bucket", "reelforge-ingest"),
-            _folder(setting(PREFIX + "manifest_prefix", "animate-anyone/manifests/")))
+            folder(setting(PREFIX + "manifest_prefix", "animate-anyone/manifests/")))
 
 
 def output_location() -> tuple[str, str]:
     """Checkpoints, exports and the intake ledger: ``reelforge_animate_anyone_output_bucket``/``_prefix``."""
     return (setting(PREFIX + "output_bucket", "reelforge-output"),
-            _folder(setting(PREFIX + "output_prefix", "animate-anyone/")))
+            folder(setting(PREFIX + "output_prefix", "animate-anyone/")))
 
 
 @dataclass(frozen=True)

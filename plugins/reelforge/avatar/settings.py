@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from reelforge.sagemaker_requests import folder as _prefix
 from reelforge.settings import required, setting, variable_template
+from reelforge.storage import folder as _prefix
 
 #: Production sets ``reelforge_avatar_topic_arn`` (and, for users' messages, ``..._user_topic_arn``).
 TOPIC_VARIABLE = "reelforge_avatar_topic_arn"

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from reelforge.sagemaker_requests import folder
 from reelforge.settings import required, setting, variable_template
+from reelforge.storage import folder
 
 TOPIC_VARIABLE = "reelforge_stylegan2_topic_arn"
 TOPIC_ARN_TEMPLATE = variable_template(TOPIC_VARIABLE)
