@@ -39,32 +39,25 @@ def failure_message(event: str, extra: Mapping[str, str] | None = None) -> str:
     return "{" + ", ".join([f'"event": {json.dumps(event)}', *(f'"{k}": {v}' for k, v in fields.items())]) + "}"
 
 
-def failure_notifier(*, topic_variable: str, event: str, title: str, extra: Mapping[str, str] | None = None) -> Any:
+def _notifier(*, topic_variable: str, event: str, subject: str, message: str) -> Any:
     """An ``SnsNotifier`` to the topic the Variable ``topic_variable`` names (rendering fails, naming it, when
-    unset), subject ``<title>: <run id>``, attribute ``event``."""
+    unset), attribute ``event``; ``subject`` and ``message`` may be templates."""
     from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 
-    return SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=variable_template(topic_variable),
-        subject=title + ": {{ dag_run.run_id[:50] }}",
-        message=failure_message(event, extra),
-        message_attributes={"event": event},
-    )
+    return SnsNotifier(aws_conn_id=AWS_CONN_ID, target_arn=variable_template(topic_variable), subject=subject,
+                       message=message, message_attributes={"event": event})
+
+
+def failure_notifier(*, topic_variable: str, event: str, title: str, extra: Mapping[str, str] | None = None) -> Any:
+    """The failure message (:func:`failure_message`), subject ``<title>: <run id>``."""
+    return _notifier(topic_variable=topic_variable, event=event, subject=title + ": {{ dag_run.run_id[:50] }}",
+                     message=failure_message(event, extra))
 
 
 def success_notifier(*, topic_variable: str, event: str, subject: str, message_from: str) -> Any:
-    """An ``SnsNotifier`` for a task's ``on_success_callback``: the message is what task ``message_from``
-    returned (XCom), on the workflow's topic, attribute ``event``; ``subject`` may be a template."""
-    from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
-
-    return SnsNotifier(
-        aws_conn_id=AWS_CONN_ID,
-        target_arn=variable_template(topic_variable),
-        subject=subject,
-        message="{{ ti.xcom_pull(task_ids='" + message_from + "') }}",
-        message_attributes={"event": event},
-    )
+    """For a task's ``on_success_callback``: the message is what task ``message_from`` returned (XCom)."""
+    return _notifier(topic_variable=topic_variable, event=event, subject=subject,
+                     message="{{ ti.xcom_pull(task_ids='" + message_from + "') }}")
 
 
 def default_args(*, owner: str, retries: int, retry_seconds: int, max_retry_delay: timedelta, topic_variable: str,

@@ -36,6 +36,10 @@ class Field:
     def kind(self) -> type:
         return type(self.default)
 
+    def names_default_job(self, value: Any) -> bool:
+        """Whether ``value`` names the same job as the default (a later field then stays out of the job id)."""
+        return value == self.default or value in self.same_job_as_default
+
 
 FIELDS: dict[str, Field] = {
     "model": Field("auto", "Model", "auto picks anime (realesr-animevideov3) or live action "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from reelforge.sr.form import PRIORITY_NICE, RESULT_FIELDS, Field
+from reelforge.sr.form import PRIORITY_NICE, RESULT_FIELDS
 from reelforge.sr.settings import SRSettings
 from reelforge.storage import (
     S3Object,
@@ -44,10 +44,7 @@ def result_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(values: dict[str, Any]) -> dict[str, Any]:
     """The settings that name a job: a later field at its default stays out, so earlier ids hold."""
-    def at_default(f: Field, v: Any) -> bool:
-        return v == f.default or v in f.same_job_as_default
-
-    return {k: v for k, v in values.items() if not (RESULT_FIELDS[k].later and at_default(RESULT_FIELDS[k], v))}
+    return {k: v for k, v in values.items() if not (RESULT_FIELDS[k].later and RESULT_FIELDS[k].names_default_job(v))}
 
 
 def build_job(source: S3Object, params: dict[str, Any], settings: SRSettings) -> dict[str, Any]:

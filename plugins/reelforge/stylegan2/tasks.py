@@ -10,9 +10,9 @@ import tarfile
 from typing import Any
 
 from reelforge.sagemaker_requests import InvalidParamsError, aws_client, digest, list_objects, s3_console, split_s3_uri
+from reelforge.stylegan2 import watch
 from reelforge.stylegan2.plan import generation_config, plan_training
 from reelforge.stylegan2.settings import stylegan2_settings
-from reelforge.stylegan2.watch import dataset_uri
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def dataset_from_events(events: Any) -> str | None:
     """The dataset of the first upload among a run's asset events that is one (:func:`watch.dataset_uri`)."""
     from reelforge.uploads import sources_from_asset_events
 
-    return next((uri for obj in sources_from_asset_events(events) if (uri := dataset_uri(obj))), None)
+    return next((uri for obj in sources_from_asset_events(events) if (uri := watch.dataset_uri(obj))), None)
 
 
 def plan_run(*, params: dict[str, Any], run_id: str, run_after: Any, events: Any) -> dict[str, Any]:
