@@ -25,16 +25,20 @@ demo: stack  ## run the super-resolution DAG end to end on a sample clip (CLIP=p
 venv:  ## only the project venv and the Debian packages the unit tests need (starts no daemon)
 	bash scripts/local-stack venv
 
-unit: venv  ## the fast tier, no local stack: every test not marked `stack` (no daemon, no network; ~2.5 min)
-	REELFORGE_STACK=off $(PY) -m pytest -m "not stack" --durations=15 $(PYTEST_ARGS)
+UNIT := REELFORGE_STACK=off $(PY) -m pytest -m "not stack" -n 2  # two processes (pytest-xdist)
+
+unit: venv  ## the fast tier, no local stack: every test not marked `stack`, in 2 processes (no daemon, no network; ~3 min)
+	$(UNIT) --durations=15 $(PYTEST_ARGS)
 
 lint: venv  ## ruff (needs only the venv)
 	$(VENV)/bin/ruff check .
 
-test: stack  ## lint + the images (cached; the tests run them) + the whole test suite on the local stack (what CI runs)
+test: stack  ## lint + the images (cached; the tests run them) + the whole suite: the unit tier, then the stack tier (what CI runs)
 	$(VENV)/bin/ruff check .
 	bash scripts/push-images --bases local
-	source $(ENV) && $(PY) -m pytest $(PYTEST_ARGS)
+	rc=0; $(UNIT) $(PYTEST_ARGS) || rc=$$?; \
+	source $(ENV) && $(PY) -m pytest -m stack $(PYTEST_ARGS) || rc=$$?; \
+	exit $$rc
 
 bench: stack  ## benchmarks (print figures and ratios; not tests)
 	source $(ENV) && $(PY) bench/dag_parse.py && $(PY) bench/sr_throughput.py

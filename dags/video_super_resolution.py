@@ -38,12 +38,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import DAG, Param, task
 
 from reelforge import dag_defaults
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
+from reelforge.operators.sns_once import SnsPublishOnceOperator
 from reelforge.settings import (
     AWS_CONN_ID,
     SLURM_CONN_ID,
@@ -152,21 +152,22 @@ with DAG(
     )
 
     @task(multiple_outputs=True)
-    def publish(spec: dict, estimate: dict) -> dict:
+    def publish(spec: dict, estimate: dict, run_id: str) -> dict:
         """Check every delivered object in S3 and compose the success message."""
         from reelforge.sr.tasks import publish_delivery
 
-        return publish_delivery(spec, estimate)
+        return publish_delivery(spec, estimate, run_id=run_id)
 
     published = publish(job["job"], plan["estimate"])
 
-    notify_success = SnsPublishOperator(
+    notify_success = SnsPublishOnceOperator(  # a retry after a lost success report does not announce twice
         task_id="notify_success",
         aws_conn_id=AWS_CONN_ID,
         target_arn=TOPIC_ARN,
         subject="ReelForge SR done: {{ dag_run.run_id[:60] }}",
         message=published["message"],
         message_attributes={"event": "sr_succeeded"},
+        receipt_uri=published["receipt_uri"],
     )
 
     plan_segments >> plan

@@ -90,8 +90,21 @@ class LocalAirflow:
         return all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "triggerer"))
 
     # ------------------------------------------------------------------ REST
+    #: GET and PATCH (pause, set a run's state) mean the same thing twice, so a timed-out one is asked again.
+    IDEMPOTENT = frozenset({"GET", "PATCH"})
+
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.base_url}/api/v2{path}", timeout=30, **kwargs)
+        """One REST call. On SQLite the API server waits for the scheduler's write lock (up to 60 s, see
+        ``reelforge.airflow_db``), so a busy moment can outlast one read timeout: idempotent calls retry."""
+        attempts = 3 if method.upper() in self.IDEMPOTENT else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = requests.request(method, f"{self.base_url}/api/v2{path}", timeout=60, **kwargs)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == attempts:
+                    raise
+                time.sleep(2 * attempt)
         if response.status_code >= 400:
             raise AirflowError(f"{method} {path}: {response.status_code} {response.text[:500]}")
         return response.json() if response.content else None

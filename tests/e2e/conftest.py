@@ -87,14 +87,20 @@ def sns_inbox(aws):
     sub = aws.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
                             Attributes={"RawMessageDelivery": "true"})["SubscriptionArn"]
 
+    received: set[str] = set()
+
     def drain() -> list[dict]:
+        """Each published message once: SQS may hand this test's queue the same message again (same
+        MessageId) if a delete comes late; that is the inbox's transport, not a second publish."""
         messages = []
         while True:
             got = aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
             if not got:
                 return messages
             for m in got:
-                messages.append(json.loads(m["Body"]))
+                if m["MessageId"] not in received:
+                    received.add(m["MessageId"])
+                    messages.append(json.loads(m["Body"]))
                 aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
     yield drain

@@ -44,11 +44,22 @@ def sr_dag(airflow):
     return airflow
 
 
-def upload_and_wait_for_run(sr_dag, aws, clip: Path, key: str) -> tuple[str, dict]:
+def upload_and_wait_for_run(sr_dag, aws, clip: Path, key: str, *, claims: bool = True) -> tuple[str, dict]:
+    """Upload ``clip`` to ``key``; the run that claimed it, or (``claims=False``) the first run of it."""
+    from tests.reliability.e2e_helpers import runs_of_key, wait_for_runs
+
     known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
     put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
-    run_id = sr_dag.wait_for_new_run(DAG_ID, known, timeout=90)
-    return run_id, put
+    if claims:
+        return claimed(sr_dag, key, known), put
+    return runs_of_key(wait_for_runs(sr_dag, known, lambda f: bool(runs_of_key(f, key)), timeout=240), key)[0], put
+
+
+def claimed(sr_dag, key: str, known: set[str]) -> str:
+    """The notification's run that claimed ``key`` (a duplicate delivery's run, if any, skips at the claim)."""
+    from tests.reliability.e2e_helpers import claiming_run
+
+    return claiming_run(sr_dag, key, known, timeout=240)
 
 
 def job_for(key: str, put: dict) -> dict:
@@ -93,7 +104,7 @@ def test_upload_is_upscaled_delivered_and_announced(sr_dag, aws, sns_inbox, shar
         messages += sns_inbox()
 
     # The same bytes uploaded again: a run starts from the notification but does no work.
-    run2, _ = upload_and_wait_for_run(sr_dag, aws, clip, key)
+    run2, _ = upload_and_wait_for_run(sr_dag, aws, clip, key, claims=False)
     assert sr_dag.wait_for_run(DAG_ID, run2, timeout=120) == "success"
     states = sr_dag.task_states(DAG_ID, run2)
     assert states["prepare"] == "skipped" and states["plan_segments"] == "skipped", states
@@ -108,7 +119,7 @@ def test_an_upload_carries_its_settings_and_the_video_keeps_its_name(sr_dag, aws
     key = f"sr/incoming/x2/{name}.mp4"
     known = {r["dag_run_id"] for r in sr_dag.runs(DAG_ID)}
     put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes(), Metadata={"reelforge-frame-rate": "30"})
-    run_id = sr_dag.wait_for_new_run(DAG_ID, known, timeout=90)
+    run_id = claimed(sr_dag, key, known)
     assert sr_dag.wait_for_run(DAG_ID, run_id, timeout=400) == "success", sr_dag.task_states(DAG_ID, run_id)
 
     source = S3Object(INGEST, key, version_id=put.get("VersionId"), etag=put["ETag"].strip('"'))

@@ -127,7 +127,7 @@ def started(watched, uploads) -> dict[str, tuple[dict, dict]]:
                 stop(watched, dag_id, runs[0]["dag_run_id"])
                 seen[name] = (runs[0], states)
                 del pending[name]
-        time.sleep(0.5)
+        time.sleep(2)  # three DAGs polled: gently, the API server shares SQLite with the scheduler
     return seen
 
 

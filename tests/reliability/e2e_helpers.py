@@ -48,6 +48,26 @@ def runs_of_key(found: list[dict], key: str) -> list[str]:
     return [r["run_id"] for r in found if r["sources"] and r["sources"][0].key == key]
 
 
+def claiming_run(airflow, key: str, known: set[str], timeout: float = 180) -> str:
+    """The run of ``key`` whose prepare claimed it.
+
+    S3 notifications and SQS deliver at least once, and Airflow can start two runs from one asset event
+    (apache/airflow#63507), so an upload may have more than one run; the claim lets one of them work and
+    the others skip. This waits for the one whose prepare succeeded and checks that no other did.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = wait_for_runs(airflow, known, lambda f: bool(runs_of_key(f, key)), timeout=timeout)
+        prepared = {r: airflow.task_states(DAG_ID, r).get("prepare") for r in runs_of_key(found, key)}
+        worked = [r for r, state in prepared.items() if state == "success"]
+        assert len(worked) <= 1, f"two runs claimed {key}: {prepared}"
+        if worked:
+            return worked[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no run of {key} got past prepare: {prepared}")
+        time.sleep(1)
+
+
 def s3_event(bucket: str, key: str, put: dict, size: int) -> str:
     """The body S3 sends to SQS for one ObjectCreated:Put (key URL-encoded, as S3 does)."""
     from urllib.parse import quote_plus

@@ -14,7 +14,7 @@ from reelforge_sr.cli import PERMANENT_FAILURE_MARKER as WORKER_MARKER
 from tests.e2e.test_sr_dag import DAG_ID, INGEST, local_settings, sr_dag  # noqa: F401
 from tests.media_utils import make_clip
 from tests.plugins.slurm.slurm_helpers import CONN_ID, drive, fake_ti
-from tests.reliability.e2e_helpers import delete_versions, runs_of_key, slurm_job_names, task_log, wait_for_runs
+from tests.reliability.e2e_helpers import claiming_run, delete_versions, slurm_job_names, task_log
 
 pytestmark = [pytest.mark.stack]
 SCRIPT = """#!/bin/bash
@@ -88,7 +88,7 @@ def test_a_permanent_worker_failure_runs_one_job_and_sns_carries_its_reason(sr_d
     _partition(cpu_partition, "DOWN")
     try:
         put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
-        (run_id,) = runs_of_key(wait_for_runs(sr_dag, known, lambda f: bool(runs_of_key(f, key))), key)
+        run_id = claiming_run(sr_dag, key, known)  # a duplicate delivery's run, if any, skips at the claim
         plan_job = slurm_job_name(DAG_ID, run_id, "plan_segments")
         _wait_for_job(plan_job)  # submitted after prepare passed, pending in the DOWN partition
         assert sr_dag.task_states(DAG_ID, run_id)["prepare"] == "success"

@@ -158,11 +158,15 @@ def read_plan_summary(workdir: str) -> dict[str, Any]:
     return summary
 
 
-def publish_delivery(job: dict[str, Any], estimate: dict[str, float] | None = None) -> dict[str, Any]:
-    """Verify the delivered objects against S3 and build the success message (with ``read_plan``'s estimate)."""
+def publish_delivery(job: dict[str, Any], estimate: dict[str, float] | None = None, *, run_id: str) -> dict[str, Any]:
+    """Verify the delivered objects against S3 and build the success message (with ``read_plan``'s estimate);
+    ``receipt_uri``: where notify_success records that this run announced the job (beside the claims)."""
     delivery = _read_remote_json(f"{job['workdir']}/delivery.json")
     report = _read_remote_json(f"{job['workdir']}/report.json") | {"estimate": estimate}
     objects = verify_delivery(_s3_client(), delivery)
     for obj in objects:
         log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])
-    return {"objects": objects, "message": success_message(job, objects, report), "output_uri": job["output_uri"]}
+    settings = sr_settings()  # run ids match [A-Za-z0-9_.~:+-]+: safe in a key
+    receipt = f"{settings.output_prefix.rstrip('/')}/_announced/{job['job_id']}/{run_id}.json"
+    return {"objects": objects, "message": success_message(job, objects, report), "output_uri": job["output_uri"],
+            "receipt_uri": f"s3://{settings.output_bucket}/{receipt}"}
