@@ -37,7 +37,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import (
     DAG,
     Param,
@@ -56,6 +55,7 @@ from reelforge.animate_anyone.settings import (
 from reelforge.animate_anyone.watch import WATCH
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.slurm import SlurmJobOperator
+from reelforge.operators.sns_once import SnsPublishOnceOperator
 from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID, variable_template
 from reelforge.upload_watch import claim_upload_task
 
@@ -200,13 +200,14 @@ with DAG(
 
     published = publish(selection)
 
-    notify_success = SnsPublishOperator(
+    notify_success = SnsPublishOnceOperator(  # a retry after a lost success report does not announce twice
         task_id="notify_success",
         aws_conn_id=AWS_CONN_ID,
         target_arn=TOPIC_ARN,
         subject="ReelForge AnimateAnyone trained: {{ dag_run.run_id[:50] }}",
         message=published["message"],
         message_attributes={"event": "animate_anyone_trained"},
+        receipt_uri=published["receipt_uri"],
     )
 
     stage1 >> selection

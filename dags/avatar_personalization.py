@@ -36,7 +36,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.sdk import DAG, Param, task
 
 from reelforge import dag_defaults
@@ -52,6 +51,7 @@ from reelforge.avatar.watch import WATCH
 from reelforge.deadlines import deadline_alert
 from reelforge.operators.sagemaker_async import SageMakerInvokeAsyncOperator
 from reelforge.operators.sagemaker_reattach import ReattachingProcessingOperator
+from reelforge.operators.sns_once import SnsPublishOnceOperator
 from reelforge.settings import AWS_CONN_ID, deadline_interval
 from reelforge.upload_watch import claim_upload_task
 
@@ -151,22 +151,23 @@ def build_dag(*, with_deadline: bool = True) -> DAG:
             return register(plan=plan, package=package)
 
         @task(multiple_outputs=True)
-        def generate_samples(plan: dict, registered_uri: str, dag=None) -> dict:
+        def generate_samples(plan: dict, registered_uri: str, run_id: str, dag=None) -> dict:
             """Warm-up + N avatars on the MME (TargetModel=<model_name>.tar.gz), stored in S3."""
             from reelforge.avatar.tasks import generate_samples as generate
 
-            return generate(plan=plan, registered_uri=registered_uri, dag_id=dag.dag_id)
+            return generate(plan=plan, registered_uri=registered_uri, dag_id=dag.dag_id, run_id=run_id)
 
         package = verify_package(planned, fine_tune.output)
         registered = register_model(planned, package)
         generated = generate_samples(planned, registered)
-        notify_user = SnsPublishOperator(
+        notify_user = SnsPublishOnceOperator(  # a retry after a lost success report does not notify twice
             task_id="notify_user",
             aws_conn_id=AWS_CONN_ID,
             target_arn=USER_TOPIC_ARN_TEMPLATE,
             subject="Your ReelForge avatars are ready",
             message=generated["message"],
             message_attributes=generated["attributes"],
+            receipt_uri=generated["receipt_uri"],
         )
         planned >> preprocess >> fine_tune
         generated >> notify_user

@@ -61,6 +61,11 @@ class WatchConfig:
     def claim_key(self, obj: S3Object) -> str:
         return f"{_folder(self.state_prefix, '_claims')}{upload_digest(obj)}.json"
 
+    def receipt_uri(self, run_id: str) -> str:
+        """Where a run records that it sent its success message (``SnsPublishOnceOperator``); run ids match
+        ``[A-Za-z0-9_.~:+-]+``, safe in a key."""
+        return f"s3://{self.state_bucket}/{_folder(self.state_prefix, '_announced')}{run_id}.json"
+
 
 @dataclass(frozen=True)
 class UploadWatch:

@@ -216,6 +216,13 @@ def test_the_watches_read_the_workflows_own_variables(workflow_variables, overri
                                                       avatar.artifacts_bucket, avatar.artifacts_prefix)
     assert locations(animate_anyone_watch.watch_config())[2:] == (aa.output_bucket, aa.output_prefix)
 
+    # a run's success-message receipt lies beside the workflow's claims, named after the run
+    run_id = "reconcile__2026-12-06T01:02:03+00:00_ab12"
+    assert avatar_watch.watch_config().receipt_uri(run_id) == (
+        f"s3://{avatar.artifacts_bucket}/{avatar.artifacts_prefix.rstrip('/')}/_announced/{run_id}.json")
+    assert animate_anyone_watch.watch_config().receipt_uri(run_id) == (
+        f"s3://{aa.output_bucket}/{aa.output_prefix.rstrip('/')}/_announced/{run_id}.json")
+
 
 KEYS = ["avatar/incoming/jane/2026-05/_READY", "avatar/incoming/jane/2026-05/a.jpg", "avatar/incoming/jane/_READY",
         "avatar/incoming/_READY", "avatar/incoming/a/b/c/_READY", "avatar/incoming/-x/s/_READY",

@@ -51,14 +51,19 @@ def runs_of_key(found: list[dict], key: str) -> list[str]:
 def claiming_run(airflow, key: str, known: set[str], timeout: float = 180) -> str:
     """The run of ``key`` whose prepare claimed it.
 
-    S3 notifications and SQS deliver at least once, and Airflow can start two runs from one asset event
-    (apache/airflow#63507), so an upload may have more than one run; the claim lets one of them work and
-    the others skip. This waits for the one whose prepare succeeded and checks that no other did.
+    S3 notifications and SQS deliver at least once, so an upload may have more than one run; the claim
+    lets one of them work and the others skip. This waits for the one whose prepare succeeded and checks
+    that no other did.
     """
     deadline = time.monotonic() + timeout
+    runs: list[str] = []
+    listed_at = 0.0
     while True:
-        found = wait_for_runs(airflow, known, lambda f: bool(runs_of_key(f, key)), timeout=timeout)
-        prepared = {r: airflow.task_states(DAG_ID, r).get("prepare") for r in runs_of_key(found, key)}
+        if not runs or time.monotonic() - listed_at > 10:  # a later delivery's run: look again now and then
+            left = max(1.0, deadline - time.monotonic())
+            runs = runs_of_key(wait_for_runs(airflow, known, lambda f: bool(runs_of_key(f, key)), timeout=left), key)
+            listed_at = time.monotonic()
+        prepared = {r: airflow.task_states(DAG_ID, r).get("prepare") for r in runs}
         worked = [r for r, state in prepared.items() if state == "success"]
         assert len(worked) <= 1, f"two runs claimed {key}: {prepared}"
         if worked:

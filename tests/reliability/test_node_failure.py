@@ -59,10 +59,12 @@ def restore_nodes() -> None:
 
 
 def test_a_node_dies_mid_array_and_every_frame_is_delivered(sr_dag, aws, shared_data, tmp_path):  # noqa: F811
-    clip = make_clip(shared_data / "video" / "moviepy_doc_example2_bbb.mp4", tmp_path / "clip.mp4", tone=330)
+    # two 2 s segments (48 frames each): the kill lands while the victim is still encoding, even when a
+    # loaded machine takes a second between seeing its temp file and the SIGKILL (1 s segments could finish)
+    clip = make_clip(shared_data / "video" / "caminandes_clip_02.mp4", tmp_path / "clip.mp4", tone=330, seconds=4)
     key = f"manual/reliability/node-{uuid.uuid4().hex[:6]}/clip.mp4"
     put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
-    params = {**FORM_DEFAULTS, "segment_seconds": 1, "model": "anime"}
+    params = {**FORM_DEFAULTS, "segment_seconds": 2, "model": "anime"}
     job = build_job(S3Object(INGEST, key, put["VersionId"], put["ETag"].strip('"')), params, local_settings())
     segments = Path(job["workdir"]) / "segments"
     try:

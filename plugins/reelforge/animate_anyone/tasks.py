@@ -29,6 +29,7 @@ from reelforge.animate_anyone.sweep import (
     training_id,
     validate_overrides,
 )
+from reelforge.animate_anyone.watch import watch_config
 from reelforge.settings import AWS_CONN_ID, HYPERPOD_CONN_ID
 from reelforge.storage import InvalidSourceError
 
@@ -349,4 +350,5 @@ def publish(*, selection: dict[str, Any], dag_id: str, run_id: str, conn_id: str
         "export_manifest": record["manifest_uri"],
         "objects": checked,
     }
-    return {"message": json.dumps(message, sort_keys=True), "manifest_uri": record["manifest_uri"]}
+    return {"message": json.dumps(message, sort_keys=True), "manifest_uri": record["manifest_uri"],
+            "receipt_uri": watch_config().receipt_uri(run_id)}

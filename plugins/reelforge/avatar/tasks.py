@@ -18,7 +18,7 @@ from reelforge.avatar.package import (
 )
 from reelforge.avatar.plan import check_selfies, form_params, generation_requests, plan_avatar
 from reelforge.avatar.settings import AvatarSettings, avatar_settings
-from reelforge.avatar.watch import selfies_from_marker
+from reelforge.avatar.watch import selfies_from_marker, watch_config
 from reelforge.sagemaker_requests import InvalidParamsError, aws_client, list_objects, s3_console, split_s3_uri
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ def _invoke(rt: Any, plan: dict[str, Any], payload: bytes, content_type: str, *,
     raise AssertionError("unreachable")
 
 
-def generate_samples(*, plan: dict[str, Any], registered_uri: str, dag_id: str) -> dict[str, Any]:
-    """Warm the model up on the MME, generate the sample avatars, store them; the user message."""
+def generate_samples(*, plan: dict[str, Any], registered_uri: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Warm the model up on the MME, generate the sample avatars, store them; the user message and where
+    notify_user records that it was sent."""
     settings = avatar_settings()
     s3, rt = aws_client("s3"), aws_client("sagemaker-runtime")
     bucket, prefix = split_s3_uri(plan["samples_uri"])
@@ -191,7 +192,8 @@ def generate_samples(*, plan: dict[str, Any], registered_uri: str, dag_id: str) 
                   ContentType="application/json")
     return {"message": user_message(plan=plan, s3=s3, keys=[r["key"] for r in records], settings=settings,
                                     dag_id=dag_id),
-            "attributes": {"event": "avatar_ready", "user_id": plan["user_id"]}}
+            "attributes": {"event": "avatar_ready", "user_id": plan["user_id"]},
+            "receipt_uri": watch_config().receipt_uri(run_id)}
 
 
 def user_message(*, plan: dict[str, Any], s3: Any, keys: list[str], settings: AvatarSettings, dag_id: str) -> str:
