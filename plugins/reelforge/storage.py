@@ -141,3 +141,8 @@ def sr_workdir(cluster_work_root: str, jid: str) -> str:
 def folder(value: str) -> str:
     """A key prefix with its trailing ``/`` (empty stays empty)."""
     return value if not value or value.endswith("/") else value + "/"
+
+
+def subfolder(prefix: str, name: str) -> str:
+    """``<prefix>/<name>/``, or ``<name>/`` under an empty prefix (never a key that starts with ``/``)."""
+    return f"{prefix.rstrip('/')}/{name}/" if prefix.strip("/") else f"{name}/"

@@ -22,17 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads, upload_digest
-from reelforge.storage import InvalidSourceError, S3Object, parse_s3_uri, validate_key
+from reelforge.storage import InvalidSourceError, S3Object, parse_s3_uri, subfolder, validate_key
 
 log = logging.getLogger(__name__)
 #: The key of a run's conf that names the upload version a reconciler started it for.
 UPLOAD_CONF_KEY = "reelforge_upload"
 CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 ConfFor = Callable[[S3Object], "dict[str, Any] | None"]
-
-
-def _folder(prefix: str, name: str) -> str:
-    return f"{prefix.rstrip('/')}/{name}/" if prefix.strip("/") else f"{name}/"
 
 
 @dataclass(frozen=True)
@@ -56,15 +52,15 @@ class WatchConfig:
     @property
     def ledger(self) -> Ledger:
         """``s3://<state bucket>/<state prefix>_intake/<digest>.json``, one per upload version picked up."""
-        return Ledger(self.state_bucket, _folder(self.state_prefix, "_intake"), digest=upload_digest, by_listing=True)
+        return Ledger(self.state_bucket, subfolder(self.state_prefix, "_intake"), digest=upload_digest, by_listing=True)
 
     def claim_key(self, obj: S3Object) -> str:
-        return f"{_folder(self.state_prefix, '_claims')}{upload_digest(obj)}.json"
+        return f"{subfolder(self.state_prefix, '_claims')}{upload_digest(obj)}.json"
 
     def receipt_uri(self, run_id: str) -> str:
         """Where a run records that it sent its success message (``SnsPublishOnceOperator``); run ids match
         ``[A-Za-z0-9_.~:+-]+``, safe in a key."""
-        return f"s3://{self.state_bucket}/{_folder(self.state_prefix, '_announced')}{run_id}.json"
+        return f"s3://{self.state_bucket}/{subfolder(self.state_prefix, '_announced')}{run_id}.json"
 
 
 @dataclass(frozen=True)

@@ -307,3 +307,11 @@ def test_the_pass_and_the_claim_never_head_a_ledger_entry_that_may_be_missing(s3
     claim_upload(WATCH, run_id=run["trigger_run_id"], conf=run["conf"], events=None, s3_client=s3)
     assert find_unhandled(s3, CONFIG, None, now=later(61), grace=GRACE)[0] == []
     assert run["conf"]["reelforge_upload"] == marker
+
+
+@pytest.mark.parametrize(("prefix", "expected"), [("avatar/", "avatar/_announced/"), ("avatar", "avatar/_announced/"),
+                                                  ("", "_announced/"), ("/", "_announced/")])
+def test_state_folders_never_start_with_a_slash(prefix, expected):
+    from reelforge.storage import subfolder
+
+    assert subfolder(prefix, "_announced") == expected

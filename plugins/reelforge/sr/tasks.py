@@ -26,7 +26,7 @@ from reelforge.sr.settings import (
 )
 from reelforge.sr.upload_settings import PROFILES_VARIABLE, parse_profiles, upload_params
 from reelforge.sr.watch import sr_ledger
-from reelforge.storage import InvalidSourceError, S3Object
+from reelforge.storage import InvalidSourceError, S3Object, subfolder
 from reelforge.uploads import (
     check_size,
     further_sources,
@@ -167,6 +167,6 @@ def publish_delivery(job: dict[str, Any], estimate: dict[str, float] | None = No
     for obj in objects:
         log.info("delivered %s (%s, %d bytes)", obj["uri"], obj.get("role", "?"), obj["size"])
     settings = sr_settings()  # run ids match [A-Za-z0-9_.~:+-]+: safe in a key
-    receipt = f"{settings.output_prefix.rstrip('/')}/_announced/{job['job_id']}/{run_id}.json"
+    receipt = f"{subfolder(settings.output_prefix, '_announced')}{job['job_id']}/{run_id}.json"
     return {"objects": objects, "message": success_message(job, objects, report), "output_uri": job["output_uri"],
             "receipt_uri": f"s3://{settings.output_bucket}/{receipt}"}
