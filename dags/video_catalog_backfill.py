@@ -17,7 +17,8 @@ run, what is skipped as already delivered, and the estimated model time (from ea
 read over S3 without a download, at the calibrated `reelforge_sr_mpix_per_second`); nothing starts.
 
 **Output:** a summary per day (done / skipped / failed with reasons) at
-`s3://<output bucket>/<output prefix>_catalog_reports/D.json`, also sent to the SR SNS topic.
+`s3://<output bucket>/<output prefix>_catalog_reports/D.json`, also sent to the SR SNS topic, once per
+summary (receipt under `…_catalog_reports/D.announced/`).
 **Rerun:** clear the day; finished videos are skipped, failed ones rerun and reuse their segments.
 """
 
@@ -26,11 +27,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.operators.sns import SnsPublishOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, task
 
 from reelforge import dag_defaults
+from reelforge.operators.sns_once import SnsPublishOnceOperator
 from reelforge.settings import AWS_CONN_ID, variable_template
 from reelforge.sr import settings as sr
 
@@ -96,17 +97,19 @@ with DAG(
     ).expand_kwargs(run_confs(day))
 
     @task(trigger_rule="all_done")
-    def summarize_day(day_plan: dict) -> dict:
+    def summarize_day(day_plan: dict, ti=None) -> dict:
         """done / skipped / failed for the day (or what a dry run would do), stored in S3."""
-        from reelforge.sr.catalog_tasks import summarize_catalog_day
+        from reelforge.sr.catalog_tasks import summarize_catalog_day, summary_receipt_uri
 
-        return summarize_catalog_day(day_plan, day_plan["day"])
+        summary = summarize_catalog_day(day_plan, day_plan["day"])
+        return {**summary, "receipt_uri": summary_receipt_uri(day_plan["day"], ti.run_id, ti.try_number)}
 
     summary = summarize_day(day)
     upscale >> summary
 
-    SnsPublishOperator(
+    SnsPublishOnceOperator(  # a retry after a lost success report does not send the day's summary twice
         task_id="notify_summary",
+        receipt_uri=summary["receipt_uri"],
         aws_conn_id=AWS_CONN_ID,
         target_arn=TOPIC_ARN,
         subject=f"ReelForge catalog day {DAY}",

@@ -92,6 +92,11 @@ def test_backfill_processes_each_day_and_skips_done_videos(airflow, aws, shared_
     for day in DAYS:
         body = aws.s3.get_object(Bucket="reelforge-output", Key=f"sr/_catalog_reports/{day}.json")["Body"].read()
         reports[day] = json.loads(body)["counts"]
+        listed = aws.s3.list_objects_v2(Bucket="reelforge-output", Prefix=f"sr/_catalog_reports/{day}.announced/")
+        sent = [o for o in listed.get("Contents", []) if o["LastModified"] >= datetime.fromisoformat(started)]
+        assert len(sent) == 1, f"{day}: the summary's receipt of this backfill ({listed.get('Contents')})"
+        receipt = json.loads(aws.s3.get_object(Bucket="reelforge-output", Key=sent[0]["Key"])["Body"].read())
+        assert receipt["run_id"] == runs[day]["dag_run_id"] and receipt["message_id"]
     assert reports[DAYS[0]] == {"done": 1, "skipped": 0, "failed": 0}
     assert reports[DAYS[1]] == {"done": 1, "skipped": 0, "failed": 0}  # notes.txt is not a video
     assert reports[DAYS[2]] == {"done": 0, "skipped": 1, "failed": 0}

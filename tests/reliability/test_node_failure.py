@@ -34,21 +34,55 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _job_tree(job_id: str) -> list[int]:
+    """The job's slurmstepd processes and everything under them."""
+    steps = subprocess.run(["pgrep", "-f", rf"^slurmstepd: \[{job_id}\."], capture_output=True, text=True).stdout
+    tree, todo, found = _children(), [int(p) for p in steps.split()], []
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += tree.get(pid, [])
+    return found
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def freeze_mid_segment(array: str, segments: Path, deadline: float) -> tuple[str, int, str, str, list[int]]:
+    """Stop (SIGSTOP) a running array task that is encoding its segment and has not yet published it.
+
+    Freezing first makes the test independent of timing: a task seen mid-segment may finish before
+    the kill lands on a fast machine; frozen, it cannot, and one that finished in between is thawed
+    and another is looked for."""
+    tried: set[str] = set()
+    while time.monotonic() < deadline:
+        running = subprocess.run(["squeue", "-h", "-t", "R", "-n", array, "-o", "%A %K %N %i"],
+                                 capture_output=True, text=True, check=True).stdout.split("\n")
+        for line in filter(None, running):
+            jid, index, node, task = line.split()
+            final = segments / f"{int(index):05d}.mkv"
+            if task in tried or not list(segments.glob(f"{final.name}.*.tmp")):  # encoding not started
+                continue
+            frozen = _job_tree(jid)
+            _signal(frozen, signal.SIGSTOP)
+            if not final.exists() and list(segments.glob(f"{final.name}.*.tmp")):
+                return jid, int(index), node, task, frozen
+            _signal(frozen, signal.SIGCONT)  # it published in between: leave it be
+            tried.add(task)
+        time.sleep(0.2)
+    raise AssertionError(f"no array task was caught mid-segment (finished before a kill: {sorted(tried)})")
+
+
 def kill_node(node: str, job_id: str) -> list[int]:
     """What a node crash does: slurmd and the job's slurmstepd with everything under it die at once.
     Then mark the node DOWN, as slurmctld would after SlurmdTimeout (300 s) without heartbeats."""
-    steps = subprocess.run(["pgrep", "-f", rf"^slurmstepd: \[{job_id}\."], capture_output=True, text=True).stdout
-    victims = [int(Path(f"/run/slurmd-{node}.pid").read_text())]
-    tree, todo = _children(), [int(p) for p in steps.split()]
-    while todo:
-        pid = todo.pop()
-        victims.append(pid)
-        todo += tree.get(pid, [])
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    victims = [int(Path(f"/run/slurmd-{node}.pid").read_text()), *_job_tree(job_id)]
+    _signal(victims, signal.SIGKILL)
     subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=reliability test: node killed"],
                    check=True)
     return victims
@@ -59,9 +93,10 @@ def restore_nodes() -> None:
 
 
 def test_a_node_dies_mid_array_and_every_frame_is_delivered(sr_dag, aws, shared_data, tmp_path):  # noqa: F811
-    # two 2 s segments (48 frames each): the kill lands while the victim is still encoding, even when a
-    # loaded machine takes a second between seeing its temp file and the SIGKILL (1 s segments could finish)
-    clip = make_clip(shared_data / "video" / "caminandes_clip_02.mp4", tmp_path / "clip.mp4", tone=330, seconds=4)
+    # two 2 s segments (48 frames each, 160x90 so one takes seconds to upscale); the victim is frozen
+    # mid-segment before it is killed, so the kill cannot arrive after it published
+    clip = make_clip(shared_data / "video" / "caminandes_clip_02.mp4", tmp_path / "clip.mp4", width=160, height=90,
+                     tone=330, seconds=4)
     key = f"manual/reliability/node-{uuid.uuid4().hex[:6]}/clip.mp4"
     put = aws.s3.put_object(Bucket=INGEST, Key=key, Body=clip.read_bytes())
     params = {**FORM_DEFAULTS, "segment_seconds": 2, "model": "anime"}
@@ -70,19 +105,10 @@ def test_a_node_dies_mid_array_and_every_frame_is_delivered(sr_dag, aws, shared_
     try:
         run_id = sr_dag.trigger(DAG_ID, {**params, "source_uri": f"s3://{INGEST}/{key}"})
         array = slurm_job_name(DAG_ID, run_id, "upscale_segments")
-        deadline, victim = time.monotonic() + 240, None
-        while victim is None:
-            assert time.monotonic() < deadline, "no array task was seen running"
-            running = subprocess.run(["squeue", "-h", "-t", "R", "-n", array, "-o", "%A %K %N %i"],
-                                     capture_output=True, text=True, check=True).stdout.split("\n")
-            for line in filter(None, running):
-                jid, index, node, task = line.split()
-                if list(segments.glob(f"{int(index):05d}.mkv.*.tmp")):  # mid-segment: encoding started
-                    victim = (jid, int(index), node, task)
-            time.sleep(0.2)
-        jid, index, node, task = victim
+        jid, index, node, task, frozen = freeze_mid_segment(array, segments, time.monotonic() + 240)
         kill_node(node, jid)
-        assert not (segments / f"{index:05d}.mkv").exists(), "the killed task had already finished"
+        _signal(frozen, signal.SIGKILL)  # the frozen tree, should a process have left the job's tree meanwhile
+        assert not (segments / f"{index:05d}.mkv").exists(), "the killed task published its segment"
         restore_nodes()
         # Slurm requeues the task but holds it for ~121 s (BeginTime); skip that wait, as we skipped
         # SlurmdTimeout. (Had Slurm failed it instead, the operator's retry resubmits only this index.)

@@ -9,7 +9,7 @@ from typing import Any
 from reelforge.settings import AWS_CONN_ID, setting
 from reelforge.sr.catalog import CATALOG_PARAMS, list_day, list_videos, plan_day, read_manifest, summarize
 from reelforge.sr.settings import DAG_ID, sr_mpix_per_second, sr_settings
-from reelforge.storage import InvalidSourceError, S3Object
+from reelforge.storage import InvalidSourceError, S3Object, subfolder
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def plan_catalog_day(day: str, params: dict[str, Any] | None = None) -> dict[str
 
 def _dry_run_report(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     settings = sr_settings()
-    key = f"{settings.output_prefix.rstrip('/')}/_catalog_reports/{day}.dry-run.json"
+    key = f"{subfolder(settings.output_prefix, '_catalog_reports')}{day}.dry-run.json"
     report = {k: day_plan[k] for k in ("selection", "todo", "skipped", "invalid", "estimate")}
     report["counts"] = {"would_run": len(day_plan["todo"]), "skipped": len(day_plan["skipped"]),
                         "invalid": len(day_plan["invalid"])}
@@ -115,7 +115,7 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
             )
     summary = summarize(day_plan, states, failed_tasks)
     settings = sr_settings()
-    key = f"{settings.output_prefix.rstrip('/')}/_catalog_reports/{day}.json"
+    key = f"{subfolder(settings.output_prefix, '_catalog_reports')}{day}.json"
     _s3().put_object(Bucket=settings.output_bucket, Key=key, Body=json.dumps(summary, indent=2).encode(),
                      ContentType="application/json")
     log.info("%s: %s (report s3://%s/%s)", day, summary["counts"], settings.output_bucket, key)
@@ -123,3 +123,14 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
             "message": json.dumps({"event": "catalog_summary", "day": day, **summary["counts"],
                                    "estimated_model_seconds": (day_plan.get("estimate") or {}).get("model_seconds"),
                                    "report": f"s3://{settings.output_bucket}/{key}"})}
+
+
+def summary_receipt_uri(day: str, run_id: str, summary_try: int) -> str:
+    """Where the day's summary message records that it was sent (``SnsPublishOnceOperator``).
+
+    Named after the try of the summary it sends: a retry of the publish does not send the same summary
+    twice, and a cleared day (a new summary) sends its own.
+    """
+    settings = sr_settings()
+    folder = subfolder(subfolder(settings.output_prefix, "_catalog_reports"), f"{day}.announced")
+    return f"s3://{settings.output_bucket}/{folder}{run_id}.{summary_try}.json"

@@ -274,6 +274,21 @@ def test_catalog_summary_reads_the_run_states_the_task_sdk_returns(monkeypatch):
     assert summary["failed"][0]["reason"] == "SR run run-bad ended failed (failed: upscale_segments)"
 
 
+def test_each_summary_of_a_day_has_its_own_receipt_and_an_empty_prefix_gives_no_leading_slash(monkeypatch):
+    from dataclasses import replace
+
+    from reelforge.sr import catalog_tasks
+
+    monkeypatch.setattr(catalog_tasks, "sr_settings", lambda: SETTINGS)
+    run = "backfill__2026-03-01T00:00:00+00:00"
+    first, cleared = (catalog_tasks.summary_receipt_uri("2026-03-01", run, n) for n in (1, 2))
+    assert first == f"s3://output/sr/_catalog_reports/2026-03-01.announced/{run}.1.json"
+    assert cleared != first  # a cleared day summarizes again and sends its new summary
+    monkeypatch.setattr(catalog_tasks, "sr_settings", lambda: replace(SETTINGS, output_prefix=""))
+    assert catalog_tasks.summary_receipt_uri("2026-03-01", run, 1) == (
+        f"s3://output/_catalog_reports/2026-03-01.announced/{run}.1.json")
+
+
 def test_the_success_message_carries_the_quality_warning_when_the_worker_wrote_one():
     job = {"job_id": "j1", "source": {"uri": "s3://ingest/a.mp4"}, "output_uri": "s3://output/sr/j1/"}
     objects = [{"uri": "s3://output/sr/j1/a.mp4", "role": "video"}, {"uri": "s3://output/sr/j1/report.json",
