@@ -10,7 +10,7 @@ from reelforge import upload_watch
 from reelforge.intake import Ledger, Window, parse_watermark, reconcile_run_id, unhandled_uploads
 from reelforge.settings import AWS_CONN_ID, setting
 from reelforge.sr.settings import MAX_ACTIVE_RUNS, SRSettings, sr_settings
-from reelforge.storage import InvalidSourceError, S3Object, source_extension, validate_key
+from reelforge.storage import InvalidSourceError, S3Object, source_extension, subfolder, validate_key
 
 log = logging.getLogger(__name__)
 WATERMARK_VARIABLE = "reelforge_sr_reconcile_watermark"
@@ -19,7 +19,7 @@ BUSY_VARIABLE = "reelforge_sr_reconcile_busy_at"
 
 def sr_ledger(settings: SRSettings) -> Ledger:
     """Beside the claims: ``s3://<output bucket>/<output prefix>_intake/``."""
-    return Ledger(settings.output_bucket, f"{settings.output_prefix.rstrip('/')}/_intake/")
+    return Ledger(settings.output_bucket, subfolder(settings.output_prefix, "_intake"))
 
 
 def refusal(obj: S3Object) -> str | None:
