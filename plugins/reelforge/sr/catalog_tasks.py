@@ -79,9 +79,14 @@ def plan_catalog_day(day: str, params: dict[str, Any] | None = None) -> dict[str
     return result
 
 
+def _reports_folder(output_prefix: str) -> str:
+    """``<output prefix>_catalog_reports/``: the day reports and their send receipts."""
+    return subfolder(output_prefix, "_catalog_reports")
+
+
 def _dry_run_report(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
     settings = sr_settings()
-    key = f"{subfolder(settings.output_prefix, '_catalog_reports')}{day}.dry-run.json"
+    key = f"{_reports_folder(settings.output_prefix)}{day}.dry-run.json"
     report = {k: day_plan[k] for k in ("selection", "todo", "skipped", "invalid", "estimate")}
     report["counts"] = {"would_run": len(day_plan["todo"]), "skipped": len(day_plan["skipped"]),
                         "invalid": len(day_plan["invalid"])}
@@ -115,7 +120,7 @@ def summarize_catalog_day(day_plan: dict[str, Any], day: str) -> dict[str, Any]:
             )
     summary = summarize(day_plan, states, failed_tasks)
     settings = sr_settings()
-    key = f"{subfolder(settings.output_prefix, '_catalog_reports')}{day}.json"
+    key = f"{_reports_folder(settings.output_prefix)}{day}.json"
     _s3().put_object(Bucket=settings.output_bucket, Key=key, Body=json.dumps(summary, indent=2).encode(),
                      ContentType="application/json")
     log.info("%s: %s (report s3://%s/%s)", day, summary["counts"], settings.output_bucket, key)
@@ -132,5 +137,5 @@ def summary_receipt_uri(day: str, run_id: str, summary_try: int) -> str:
     twice, and a cleared day (a new summary) sends its own.
     """
     settings = sr_settings()
-    folder = subfolder(subfolder(settings.output_prefix, "_catalog_reports"), f"{day}.announced")
+    folder = subfolder(_reports_folder(settings.output_prefix), f"{day}.announced")
     return f"s3://{settings.output_bucket}/{folder}{run_id}.{summary_try}.json"
